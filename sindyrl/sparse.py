@@ -1,0 +1,477 @@
+"""The one representation of a learned sparse map, shared by every backend.
+
+A :class:`SparseModel` is ``y = clip(renorm(coef @ theta(x)))`` where ``theta``
+is a list of library terms. Each term is a product of factors; a factor is
+``(input index, kind, parameter)`` with kind ``"pow"`` (integer exponent >= 1),
+``"sin"`` or ``"cos"`` (frequency). The empty product is the constant 1.
+
+After the linear combination, every ``unit_pairs`` output pair ``(c, s)`` (the
+cosine and sine of one angle) is renormalised onto the unit circle, and then,
+if ``output_bounds`` is set, outputs are clipped. Every backend (numpy here,
+CasADi in ``controllers``, ONNX in ``export``, C in ``firmware_bridge``) applies
+exactly these steps in this order.
+
+This module imports nothing of sindyrl and nothing heavier than numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SparseModel", "Factor", "Term", "KINDS", "UNIT_EPS", "term_name"]
+
+Factor = tuple[int, str, float]
+Term = tuple[Factor, ...]
+
+#: Factor kinds understood by every backend.
+KINDS = ("pow", "sin", "cos")
+
+#: Floor on the radius used when renormalising a unit pair, so that (0, 0)
+#: maps to (0, 0) instead of NaN. Backends use the same constant.
+UNIT_EPS = 1e-12
+
+FORMAT_VERSION = 1
+
+
+def _fmt_num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def term_name(term: Term, inputs: Sequence[str]) -> str:
+    """Human-readable name of one term, e.g. ``"th_dot^2 u0"`` or ``"sin(2 th)"``."""
+    if not term:
+        return "1"
+    parts = []
+    for idx, kind, p in term:
+        n = inputs[idx]
+        if kind == "pow":
+            parts.append(n if int(p) == 1 else f"{n}^{int(p)}")
+        else:
+            parts.append(f"{kind}({_fmt_num(p)} {n})" if p != 1 else f"{kind}({n})")
+    return " ".join(parts)
+
+
+def _normalise_term(term: Any, n_inputs: int, where: str) -> Term:
+    """Validate one term and return it in canonical form (sorted, merged powers)."""
+    if not isinstance(term, (list, tuple)):
+        raise ValueError(f"{where}: a term must be a list of factors, got {term!r}")
+    pows: dict[int, int] = {}
+    trig: list[Factor] = []
+    for f in term:
+        if not isinstance(f, (list, tuple)) or len(f) != 3:
+            raise ValueError(f"{where}: a factor must be (input index, kind, parameter), got {f!r}")
+        idx, kind, p = f
+        if not isinstance(idx, (int, np.integer)) or not 0 <= int(idx) < n_inputs:
+            raise ValueError(f"{where}: input index {idx!r} out of range 0..{n_inputs - 1}")
+        if kind not in KINDS:
+            raise ValueError(f"{where}: unknown factor kind {kind!r}; expected one of {KINDS}")
+        p = float(p)
+        if not math.isfinite(p):
+            raise ValueError(f"{where}: factor parameter must be finite, got {p}")
+        if kind == "pow":
+            if not p.is_integer() or p < 1:
+                raise ValueError(f"{where}: pow exponent must be an integer >= 1, got {p}")
+            pows[int(idx)] = pows.get(int(idx), 0) + int(p)
+        else:
+            trig.append((int(idx), kind, p))
+    out: list[Factor] = [(i, "pow", float(e)) for i, e in sorted(pows.items())]
+    out += sorted(trig)
+    return tuple(out)
+
+
+@dataclass
+class SparseModel:
+    """A sparse linear combination of library terms: ``y = coef @ theta(x)``.
+
+    Parameters
+    ----------
+    inputs : list of str
+        Input names, in column order of ``X``.
+    outputs : list of str
+        Output names, in column order of the result.
+    terms : list of Term
+        Library terms; ``()`` is the constant 1.
+    coef : array, shape (n_outputs, n_terms)
+        Aggregate coefficients (median of the ensemble by default).
+    ensemble : array, shape (n_models, n_outputs, n_terms), optional
+        Coefficients of every ensemble member, for uncertainty.
+    unit_pairs : list of (int, int)
+        Output index pairs ``(cos, sin)`` renormalised onto the unit circle.
+    output_bounds : (low, high), optional
+        Per-output clip applied last (e.g. a policy's action bounds).
+    input_bounds : (low, high), optional
+        The region the model was fitted on (data bounds). Informational: used
+        to sample parity checks and by the surrogate's termination test.
+    name : str
+        A short identifier (``dynamics``, ``reward``, ``policy``...).
+    metadata : dict
+        Free-form JSON-serialisable facts (fit settings, scores).
+    """
+
+    inputs: list[str]
+    outputs: list[str]
+    terms: list[Term]
+    coef: np.ndarray
+    ensemble: np.ndarray | None = None
+    unit_pairs: list[tuple[int, int]] = field(default_factory=list)
+    output_bounds: tuple[np.ndarray, np.ndarray] | None = None
+    input_bounds: tuple[np.ndarray, np.ndarray] | None = None
+    name: str = "model"
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.inputs = [str(s) for s in self.inputs]
+        self.outputs = [str(s) for s in self.outputs]
+        if len(set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"SparseModel inputs must be unique, got {self.inputs}")
+        n_in = len(self.inputs)
+        self.terms = [
+            _normalise_term(t, n_in, f"SparseModel.terms[{k}]") for k, t in enumerate(self.terms)
+        ]
+        self.coef = np.array(self.coef, dtype=np.float64, copy=True)
+        if self.coef.ndim == 1 and len(self.outputs) == 1:
+            self.coef = self.coef[None, :]
+        want = (len(self.outputs), len(self.terms))
+        if self.coef.shape != want:
+            raise ValueError(f"SparseModel.coef has shape {self.coef.shape}, expected {want} (outputs × terms)")
+        if not np.all(np.isfinite(self.coef)):
+            raise ValueError("SparseModel.coef contains NaN or inf")
+        if self.ensemble is not None:
+            self.ensemble = np.array(self.ensemble, dtype=np.float64, copy=True)
+            if self.ensemble.ndim != 3 or self.ensemble.shape[1:] != want:
+                raise ValueError(
+                    f"SparseModel.ensemble has shape {self.ensemble.shape}, expected (n_models, {want[0]}, {want[1]})"
+                )
+            if not np.all(np.isfinite(self.ensemble)):
+                raise ValueError("SparseModel.ensemble contains NaN or inf")
+        pairs = []
+        for p in self.unit_pairs:
+            c, s = (int(v) for v in p)
+            if not (0 <= c < want[0] and 0 <= s < want[0]) or c == s:
+                raise ValueError(f"SparseModel.unit_pairs entry {p!r} is not a pair of distinct output indices")
+            pairs.append((c, s))
+        self.unit_pairs = pairs
+        self.output_bounds = self._check_bounds(self.output_bounds, want[0], "output_bounds")
+        self.input_bounds = self._check_bounds(self.input_bounds, n_in, "input_bounds")
+
+    @staticmethod
+    def _check_bounds(b, n: int, key: str):
+        if b is None:
+            return None
+        lo, hi = (np.array(v, dtype=np.float64).reshape(-1) for v in b)
+        if lo.shape != (n,) or hi.shape != (n,):
+            raise ValueError(f"SparseModel.{key} must be two arrays of length {n}, got {lo.shape} and {hi.shape}")
+        if np.any(np.isnan(lo)) or np.any(np.isnan(hi)) or np.any(lo > hi):
+            raise ValueError(f"SparseModel.{key}: need low <= high and no NaN")
+        return lo, hi
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.terms)
+
+    @property
+    def n_models(self) -> int:
+        return 0 if self.ensemble is None else int(self.ensemble.shape[0])
+
+    @property
+    def nnz(self) -> int:
+        """Number of nonzero aggregate coefficients."""
+        return int(np.count_nonzero(self.coef))
+
+    def active_terms(self, include_ensemble: bool = False) -> np.ndarray:
+        """Indices of terms with a nonzero coefficient for some output."""
+        mask = np.any(self.coef != 0, axis=0)
+        if include_ensemble and self.ensemble is not None:
+            mask |= np.any(self.ensemble != 0, axis=(0, 1))
+        return np.flatnonzero(mask)
+
+    # ------------------------------------------------------------- evaluation
+    def _check_X(self, X) -> tuple[np.ndarray, bool]:
+        X = np.asarray(X, dtype=np.float64)
+        single = X.ndim == 1
+        if single:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(
+                f"{self.name}: input has shape {np.shape(X)}, expected (N, {self.n_inputs}) "
+                f"with columns {self.inputs}"
+            )
+        return X, single
+
+    def features(self, X, terms: Sequence[int] | None = None) -> np.ndarray:
+        """Library matrix ``theta(X)``, shape (N, n_terms) (or only ``terms``)."""
+        X, _ = self._check_X(X)
+        idx = range(self.n_terms) if terms is None else terms
+        out = np.empty((X.shape[0], len(idx)))
+        cache: dict[Factor, np.ndarray] = {}
+        for col, k in enumerate(idx):
+            v = np.ones(X.shape[0])
+            for f in self.terms[k]:
+                if f not in cache:
+                    i, kind, p = f
+                    if kind == "pow":
+                        cache[f] = X[:, i] ** int(p)
+                    elif kind == "sin":
+                        cache[f] = np.sin(p * X[:, i])
+                    else:
+                        cache[f] = np.cos(p * X[:, i])
+                v = v * cache[f]
+            out[:, col] = v
+        return out
+
+    def _finish(self, Y: np.ndarray) -> np.ndarray:
+        for c, s in self.unit_pairs:
+            r = np.maximum(np.sqrt(Y[..., c] ** 2 + Y[..., s] ** 2), UNIT_EPS)
+            Y[..., c] = Y[..., c] / r
+            Y[..., s] = Y[..., s] / r
+        if self.output_bounds is not None:
+            Y = np.clip(Y, self.output_bounds[0], self.output_bounds[1])
+        return Y
+
+    def evaluate(self, X, coef: np.ndarray | None = None) -> np.ndarray:
+        """Evaluate on a batch: (N, n_inputs) -> (N, n_outputs); 1-D in, 1-D out."""
+        X, single = self._check_X(X)
+        C = self.coef if coef is None else np.asarray(coef, dtype=np.float64)
+        active = np.flatnonzero(np.any(C != 0, axis=0))
+        Y = self.features(X, active) @ C[:, active].T
+        Y = self._finish(Y)
+        return Y[0] if single else Y
+
+    def evaluate_ensemble(self, X) -> np.ndarray:
+        """Every member on a batch: (n_models, N, n_outputs)."""
+        if self.ensemble is None:
+            raise ValueError(f"{self.name}: this model has no ensemble coefficients")
+        X, single = self._check_X(X)
+        active = self.active_terms(include_ensemble=True)
+        F = self.features(X, active)
+        Y = np.einsum("nt,mot->mno", F, self.ensemble[:, :, active])
+        Y = self._finish(Y)
+        return Y[:, 0] if single else Y
+
+    def with_coef(self, coef: np.ndarray, **changes) -> SparseModel:
+        """A copy with other aggregate coefficients (same terms)."""
+        d = dict(
+            inputs=self.inputs, outputs=self.outputs, terms=self.terms, coef=coef,
+            ensemble=self.ensemble, unit_pairs=self.unit_pairs, output_bounds=self.output_bounds,
+            input_bounds=self.input_bounds, name=self.name, metadata=dict(self.metadata),
+        )
+        d.update(changes)
+        return SparseModel(**d)
+
+    def pruned(self) -> SparseModel:
+        """A copy keeping only terms that some coefficient (aggregate or member) uses."""
+        keep = self.active_terms(include_ensemble=True)
+        return SparseModel(
+            inputs=self.inputs, outputs=self.outputs, terms=[self.terms[k] for k in keep],
+            coef=self.coef[:, keep],
+            ensemble=None if self.ensemble is None else self.ensemble[:, :, keep],
+            unit_pairs=self.unit_pairs, output_bounds=self.output_bounds,
+            input_bounds=self.input_bounds, name=self.name, metadata=dict(self.metadata),
+        )
+
+    # ---------------------------------------------------------------- reading
+    def term_names(self) -> list[str]:
+        return [term_name(t, self.inputs) for t in self.terms]
+
+    def equations(self, precision: int = 3, lhs: Sequence[str] | None = None) -> list[str]:
+        """One readable line per output, e.g. ``"th_dot' = 0.998 th_dot + 0.15 u0"``."""
+        lhs = list(lhs) if lhs is not None else self.outputs
+        names = self.term_names()
+        lines = []
+        for o in range(self.n_outputs):
+            parts = []
+            for k in np.flatnonzero(self.coef[o]):
+                c = self.coef[o, k]
+                mag = f"{abs(c):.{precision}g}"
+                body = mag if names[k] == "1" else f"{mag} {names[k]}"
+                parts.append(("- " if c < 0 else "+ ") + body)
+            rhs = " ".join(parts) if parts else "0"
+            rhs = rhs[2:] if rhs.startswith("+ ") else ("-" + rhs[2:] if rhs.startswith("- ") else rhs)
+            lines.append(f"{lhs[o]} = {rhs}")
+        return lines
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON (first 16 hex digits): identifies the model everywhere."""
+        d = self.to_dict()
+        d.pop("metadata", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -------------------------------------------------------------- JSON I/O
+    def to_dict(self) -> dict:
+        def arr(a):
+            return None if a is None else np.asarray(a).tolist()
+
+        return {
+            "format": "sindyrl.SparseModel",
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "terms": [[[i, k, p] for i, k, p in t] for t in self.terms],
+            "coef": arr(self.coef),
+            "ensemble": arr(self.ensemble),
+            "unit_pairs": [list(p) for p in self.unit_pairs],
+            "output_bounds": None if self.output_bounds is None else [arr(v) for v in self.output_bounds],
+            "input_bounds": None if self.input_bounds is None else [arr(v) for v in self.input_bounds],
+            "metadata": self.metadata,
+        }
+
+    def to_json(self, path=None, indent: int | None = 1) -> str:
+        """Plain JSON (never pickle). Writes atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            import os
+            import tempfile
+            from pathlib import Path
+
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<dict>") -> SparseModel:
+        if not isinstance(d, dict) or d.get("format") != "sindyrl.SparseModel":
+            raise ValueError(f"{source}: not a sindyrl SparseModel JSON document")
+        if d.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{source}: unsupported SparseModel format version {d.get('version')!r}")
+        try:
+            ob = d.get("output_bounds")
+            ib = d.get("input_bounds")
+            return cls(
+                inputs=d["inputs"], outputs=d["outputs"],
+                terms=[tuple(tuple(f) for f in t) for t in d["terms"]],
+                coef=np.array(d["coef"], dtype=np.float64).reshape(len(d["outputs"]), len(d["terms"])),
+                ensemble=None if d.get("ensemble") is None else np.array(d["ensemble"], dtype=np.float64),
+                unit_pairs=[tuple(p) for p in d.get("unit_pairs", [])],
+                output_bounds=None if ob is None else tuple(ob),
+                input_bounds=None if ib is None else tuple(ib),
+                name=d.get("name", "model"), metadata=d.get("metadata", {}),
+            )
+        except KeyError as e:
+            raise ValueError(f"{source}: missing key {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json(cls, text_or_path) -> SparseModel:
+        """Load from a JSON string or a path to a ``.json`` file."""
+        from pathlib import Path
+
+        s = str(text_or_path)
+        if not s.lstrip().startswith("{"):
+            p = Path(s)
+            if not p.is_file():
+                raise FileNotFoundError(f"SparseModel JSON file not found: {p}")
+            try:
+                d = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}: invalid JSON ({e})") from None
+            return cls.from_dict(d, source=str(p))
+        try:
+            d = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"invalid SparseModel JSON ({e})") from None
+        return cls.from_dict(d)
+
+    # --------------------------------------------------------------- pysindy
+    @classmethod
+    def from_pysindy(
+        cls,
+        fitted: Any,
+        inputs: Sequence[str] | None = None,
+        outputs: Sequence[str] | None = None,
+        name: str = "model",
+        check: bool = True,
+        **kwargs,
+    ) -> SparseModel:
+        """Convert a fitted pysindy model (``SINDy`` or ``DiscreteSINDy``).
+
+        Terms are read from the library's feature names (polynomial, Fourier,
+        and their concatenations/tensor products) and checked numerically
+        against ``feature_library.transform`` on random inputs, so an
+        unsupported library fails loudly instead of giving a wrong model.
+        Ensemble members are taken from an ``EnsembleOptimizer``'s
+        ``coef_list``.
+        """
+        coef = np.asarray(fitted.coefficients(), dtype=np.float64)
+        n_x = coef.shape[0]
+        n_u = int(getattr(fitted, "n_control_features_", 0))
+        fit_names = getattr(fitted, "feature_names", None)
+        if fit_names is None:
+            fit_names = [f"x{i}" for i in range(n_x)] + [f"u{i}" for i in range(n_u)]
+        fit_names = list(fit_names)
+        lib = fitted.feature_library
+        feat_names = lib.get_feature_names(fit_names)
+        terms = [_parse_feature_name(s, fit_names) for s in feat_names]
+        if check:
+            rng = np.random.default_rng(0)
+            Z = rng.uniform(-1.5, 1.5, size=(7, len(fit_names)))
+            ours = SparseModel(fit_names, ["y"], terms, np.zeros((1, len(terms)))).features(Z)
+            theirs = np.asarray(lib.transform([Z])[0])
+            if theirs.shape != ours.shape or not np.allclose(ours, theirs, rtol=1e-9, atol=1e-9):
+                raise ValueError(
+                    f"from_pysindy: cannot represent library {type(lib).__name__} exactly "
+                    "(its features differ from the parsed terms)"
+                )
+        ens = None
+        opt = getattr(fitted, "optimizer", None)
+        cl = getattr(opt, "coef_list", None)
+        if cl:
+            ens = np.asarray(cl, dtype=np.float64)
+        return cls(
+            inputs=list(inputs) if inputs is not None else fit_names,
+            outputs=list(outputs) if outputs is not None else fit_names[:n_x],
+            terms=terms, coef=coef, ensemble=ens, name=name, **kwargs,
+        )
+
+
+_TRIG = re.compile(r"^(sin|cos)\(([-+0-9.eE]+) (.+)\)$")
+
+
+def _parse_feature_name(s: str, names: Sequence[str]) -> Term:
+    """Parse a pysindy feature name (``"x0^2 u0"``, ``"sin(1 x1)"``, ``"1"``)."""
+    index = {n: i for i, n in enumerate(names)}
+    s = s.strip()
+    if s == "1":
+        return ()
+    # trig tokens contain a space: pull them out first
+    factors: list[Factor] = []
+    rest = []
+    tokens = re.findall(r"(?:sin|cos)\([^)]*\)|\S+", s)
+    for tok in tokens:
+        m = _TRIG.match(tok)
+        if m:
+            if m.group(3) not in index:
+                raise ValueError(f"from_pysindy: unknown input {m.group(3)!r} in feature {s!r}")
+            factors.append((index[m.group(3)], m.group(1), float(m.group(2))))
+        else:
+            rest.append(tok)
+    for tok in rest:
+        if tok == "1":
+            continue
+        base, _, exp = tok.partition("^")
+        if base not in index:
+            raise ValueError(f"from_pysindy: cannot parse feature {s!r} (unknown factor {tok!r})")
+        factors.append((index[base], "pow", float(exp) if exp else 1.0))
+    return tuple(factors)
