@@ -95,7 +95,7 @@ class CompiledMPC(MPC):
 
     def __init__(self, *args, build_dir: str | Path | None = None, cflags: Sequence[str] = DEFAULT_CFLAGS,
                  **kwargs) -> None:
-        kwargs["solver"] = "sqpmethod"
+        kwargs.setdefault("solver", "sqpmethod")
         super().__init__(*args, **kwargs)
         self.build_dir = Path(build_dir) if build_dir is not None else Path(tempfile.mkdtemp(prefix="sindyrl_mpc_"))
         self.source_path = generate_solver_c(self, self.build_dir)
@@ -106,8 +106,11 @@ class CompiledMPC(MPC):
     def from_mpc(cls, mpc: MPC, build_dir: str | Path | None = None,
                  cflags: Sequence[str] = DEFAULT_CFLAGS) -> CompiledMPC:
         """The compiled twin of an existing MPC (same model, cost, horizon, bounds and options)."""
-        kw = dict(mpc.init_args)
-        return cls(**kw, build_dir=build_dir, cflags=cflags)
+        if mpc.solver_name != "sqpmethod":
+            raise ValueError(
+                f"generated C needs an MPC with solver='sqpmethod' (qrqp); this one uses {mpc.solver_name!r}"
+            )
+        return cls(**mpc.init_args, build_dir=build_dir, cflags=cflags)
 
     def _load(self) -> None:
         lib = ctypes.CDLL(str(self.library_path))

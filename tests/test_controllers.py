@@ -1,0 +1,329 @@
+"""Tests of controllers/: CasADi backend, LQR, MPC (ipopt, sqpmethod/qrqp), generated C, and bad input.
+
+The Pendulum-v1 dynamics model is fitted once per session from real random-action
+transitions (pysindy DiscreteSINDy, degree-3 polynomial library, STLSQ), and the
+controllers are checked on the real gymnasium environment.
+"""
+
+from __future__ import annotations
+
+import casadi as ca
+import gymnasium as gym
+import numpy as np
+import pysindy as ps
+import pytest
+
+from controllers import (
+    LQR,
+    MPC,
+    CompiledMPC,
+    QuadraticCost,
+    RewardCost,
+    casadi_expr,
+    casadi_function,
+    find_equilibrium,
+)
+from sindyrl.evaluation import evaluate_policy
+from sindyrl.sparse import SparseModel
+
+OBS = ["cos_th", "sin_th", "th_dot"]
+BOUNDS = ([-2.0], [2.0])
+TARGET = [1.0, 0.0, 0.0]
+
+
+def fit_pendulum_dynamics(n_episodes: int = 15, seed: int = 0) -> SparseModel:
+    """Fit x[k+1] = f(x[k], u[k]) on random-action Pendulum-v1 transitions."""
+    env = gym.make("Pendulum-v1")
+    rng = np.random.default_rng(seed)
+    X, U, Xn = [], [], []
+    for ep in range(n_episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        for _ in range(200):
+            u = rng.uniform(-2.0, 2.0, size=1)
+            nxt, *_ = env.step(u.astype(np.float32))
+            X.append(obs)
+            U.append(u)
+            Xn.append(nxt)
+            obs = nxt
+    env.close()
+    X, U, Xn = (np.asarray(a, dtype=np.float64) for a in (X, U, Xn))
+    fitted = ps.DiscreteSINDy(
+        optimizer=ps.STLSQ(threshold=1e-3, alpha=1e-6), feature_library=ps.PolynomialLibrary(degree=3)
+    ).fit(X, t=1, x_next=Xn, u=U, feature_names=OBS + ["u"])
+    return SparseModel.from_pysindy(
+        fitted, inputs=OBS + ["u"], outputs=OBS, unit_pairs=[(0, 1)], name="dynamics"
+    )
+
+
+@pytest.fixture(scope="session")
+def dyn() -> SparseModel:
+    return fit_pendulum_dynamics()
+
+
+def quad_cost() -> QuadraticCost:
+    return QuadraticCost(TARGET, Q=[1.0, 1.0, 0.1], R=0.001, terminal_weight=[10.0, 10.0, 1.0])
+
+
+def pendulum_reward_casadi(x, u):
+    """Pendulum-v1's reward written with CasADi operations."""
+    return -(ca.atan2(x[1], x[0]) ** 2 + 0.1 * x[2] ** 2 + 0.001 * u[0] ** 2)
+
+
+class ResetHook(gym.Wrapper):
+    """Calls ``hook()`` at every episode start, so a controller forgets its previous plan."""
+
+    def __init__(self, env, hook):
+        super().__init__(env)
+        self.hook = hook
+
+    def reset(self, **kwargs):
+        self.hook()
+        return self.env.reset(**kwargs)
+
+
+def episodes(act, n: int, reset=None, steps: int | None = None) -> np.ndarray:
+    def make_env():
+        env = gym.make("Pendulum-v1")
+        return env if reset is None else ResetHook(env, reset)
+
+    return evaluate_policy(act, make_env, n_episodes=n, seed=0, max_steps=steps)
+
+
+# ------------------------------------------------------------------ backend
+def random_model(rng: np.random.Generator, n_in: int = 4, n_out: int = 3, n_terms: int = 14) -> SparseModel:
+    kinds = ["pow", "sin", "cos"]
+    terms: list = [()]
+    while len(terms) < n_terms:
+        t = []
+        for _ in range(rng.integers(1, 4)):
+            kind = kinds[rng.integers(3)]
+            p = float(rng.integers(1, 4)) if kind == "pow" else float(rng.choice([0.5, 1.0, 2.0, 3.0]))
+            t.append((int(rng.integers(n_in)), kind, p))
+        terms.append(tuple(t))
+    coef = rng.normal(size=(n_out, n_terms)) * (rng.random((n_out, n_terms)) < 0.7)
+    return SparseModel([f"x{i}" for i in range(n_in)], [f"y{i}" for i in range(n_out)], terms, coef,
+                       unit_pairs=[(0, 2)], output_bounds=([-0.9, -5.0, -0.8], [0.7, 5.0, 0.95]))
+
+
+def test_casadi_backend_matches_evaluate_on_all_factor_kinds():
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        m = random_model(rng)
+        kinds = {f[1] for t in m.terms for f in t}
+        assert kinds == {"pow", "sin", "cos"}
+        Z = rng.uniform(-2.5, 2.5, size=(200, m.n_inputs))
+        f = casadi_function(m).map(Z.shape[0])
+        got = np.asarray(f(Z.T)).T
+        want = m.evaluate(Z)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+        # clipping is active on some rows, renormalisation on all: the test exercises both
+        assert np.any(np.isclose(want[:, 0], 0.7)) or np.any(np.isclose(want[:, 0], -0.9))
+
+
+def test_casadi_backend_pendulum_model_split_and_mx(dyn):
+    rng = np.random.default_rng(2)
+    Z = rng.uniform([-1, -1, -8, -2], [1, 1, 8, 2], size=(100, 4))
+    f = casadi_function(dyn, split=3)
+    got = np.asarray(f.map(100)(Z[:, :3].T, Z[:, 3:].T)).T
+    np.testing.assert_allclose(got, dyn.evaluate(Z), rtol=0, atol=1e-10)
+    # renormalised (cos, sin) pair lies on the unit circle
+    np.testing.assert_allclose(got[:, 0] ** 2 + got[:, 1] ** 2, 1.0, atol=1e-12)
+    z = ca.MX.sym("z", 4)
+    g = ca.Function("g", [z], [casadi_expr(dyn, z)])
+    np.testing.assert_allclose(np.asarray(g(Z[0])).reshape(-1), dyn.evaluate(Z[0]), atol=1e-12)
+
+
+def test_casadi_backend_bad_input(dyn):
+    with pytest.raises(ValueError, match=r"expected \(4, 1\)"):
+        casadi_expr(dyn, ca.SX.sym("x", 3))
+    with pytest.raises(TypeError, match="SparseModel"):
+        casadi_expr("not a model", ca.SX.sym("x", 4))
+    with pytest.raises(ValueError, match="split"):
+        casadi_function(dyn, split=7)
+
+
+# ---------------------------------------------------------------------- LQR
+def test_lqr_design_and_real_pendulum_from_100_angles(dyn):
+    lqr = LQR(dyn, Q=[1.0, 1.0, 0.1], R=0.1, x_guess=TARGET, action_bounds=BOUNDS)
+    x_eq = lqr.equilibrium.x
+    assert abs(np.arctan2(x_eq[1], x_eq[0])) < 0.02 and abs(x_eq[2]) < 0.02
+    assert lqr.equilibrium.residual < 1e-8
+    assert lqr.stable and lqr.closed_loop_eigenvalues.shape == (3,)
+    # the open-loop upright equilibrium is unstable: the design has work to do
+    assert np.max(np.abs(np.linalg.eigvals(lqr.A))) > 1.0
+    env = gym.make("Pendulum-v1").unwrapped
+    rng = np.random.default_rng(0)
+    final = []
+    for i in range(100):
+        env.reset(seed=i)
+        env.state = np.array([rng.uniform(-0.2, 0.2), 0.0])
+        obs = env._get_obs()
+        for _ in range(200):
+            obs, *_ = env.step(lqr.act(obs).astype(np.float32))
+        final.append(abs(np.arctan2(obs[1], obs[0])))
+    assert np.mean(np.asarray(final) < 0.05) >= 0.95
+
+
+def test_lqr_zero_gain_would_fail(dyn):
+    # the same check with u = 0 must fail, or the test above proves nothing
+    env = gym.make("Pendulum-v1").unwrapped
+    env.reset(seed=0)
+    env.state = np.array([0.1, 0.0])
+    for _ in range(200):
+        obs, *_ = env.step(np.zeros(1, dtype=np.float32))
+    assert abs(np.arctan2(obs[1], obs[0])) > 0.05
+
+
+def test_equilibrium_given_state_solves_for_action(dyn):
+    eq = find_equilibrium(dyn, x=TARGET)
+    assert eq.residual < 1e-4 and abs(eq.u[0]) < 0.05
+    lqr = LQR(dyn, x_eq=TARGET, action_bounds=BOUNDS)
+    np.testing.assert_allclose(lqr.u_eq, eq.u)
+    # u = u* - K (x - x*) at x* is u*
+    np.testing.assert_allclose(lqr.act(lqr.x_eq), lqr.u_eq)
+
+
+def test_lqr_bad_input(dyn):
+    with pytest.raises(ValueError, match="no equilibrium"):
+        LQR(dyn, x_eq=[1.0, 0.0, 1.0])  # spinning at 1 rad/s is not a fixed point
+    with pytest.raises(ValueError, match="no equilibrium"):
+        find_equilibrium(dyn, x=[0.0, 1.0, 0.0], action_bounds=BOUNDS)  # horizontal needs |u| > 2
+    with pytest.raises(ValueError, match=r"action_bounds.*shape \(1,\)"):
+        LQR(dyn, x_guess=TARGET, action_bounds=([-2.0, -2.0], [2.0, 2.0]))
+    with pytest.raises(ValueError, match="positive definite"):
+        LQR(dyn, x_guess=TARGET, R=0.0)
+    with pytest.raises(ValueError, match=r"LQR Q must be"):
+        LQR(dyn, x_guess=TARGET, Q=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="x_eq .* or x_guess"):
+        LQR(dyn)
+    with pytest.raises(ValueError, match="not a dynamics model"):
+        LQR(dyn.with_coef(dyn.coef, outputs=["a", "b", "c"]), x_guess=TARGET)
+    lqr = LQR(dyn, x_guess=TARGET)
+    with pytest.raises(ValueError, match="observation has shape"):
+        lqr.act([1.0, 0.0])
+
+
+# ---------------------------------------------------------------------- MPC
+def test_mpc_swings_up_real_pendulum_fast(dyn):
+    mpc = MPC(dyn, quad_cost(), horizon=30, action_bounds=BOUNDS)
+    rets = episodes(mpc.act, 3, reset=mpc.reset)
+    assert rets.min() >= -260 and rets.mean() >= -200, rets
+    assert mpc.failures <= 10
+
+
+@pytest.mark.slow
+def test_mpc_20_episodes_mean_return(dyn):
+    mpc = MPC(dyn, quad_cost(), horizon=30, action_bounds=BOUNDS)
+    rets = episodes(mpc.act, 20, reset=mpc.reset)
+    assert rets.mean() >= -200, rets
+
+
+def test_mpc_with_reward_model_and_callable_cost(dyn):
+    # Pendulum's reward in (cos, sin, th_dot, u) except th^2 -> 2 (1 - cos th): exactly a sparse polynomial
+    reward = SparseModel(OBS + ["u"], ["r"], [(), ((0, "pow", 1),), ((2, "pow", 2),), ((3, "pow", 2),)],
+                         np.array([[-2.0, 2.0, -0.1, -0.001]]), name="reward")
+    for cost in (RewardCost(reward), RewardCost(pendulum_reward_casadi)):
+        mpc = MPC(dyn, cost, horizon=30, action_bounds=BOUNDS)
+        rets = episodes(mpc.act, 1, reset=mpc.reset)
+        assert rets[0] >= -200, rets
+
+
+def test_mpc_statistics_plan_and_warm_start(dyn):
+    mpc = MPC(dyn, quad_cost(), horizon=20, action_bounds=BOUNDS)
+    x0 = np.array([np.cos(2.5), np.sin(2.5), 0.0])
+    u, st = mpc.act(x0, return_stats=True)
+    assert st.success and not st.fallback and st.iterations > 0 and st.solve_time > 0
+    assert st.plan_u.shape == (20, 1) and st.plan_x.shape == (21, 3)
+    np.testing.assert_allclose(st.plan_x[0], x0, atol=1e-12)
+    np.testing.assert_allclose(u, st.plan_u[0])
+    assert np.all(np.abs(st.plan_u) <= 2.0 + 1e-9)
+    # the plan obeys the model
+    pred = dyn.evaluate(np.hstack([st.plan_x[:-1], st.plan_u]))
+    np.testing.assert_allclose(pred, st.plan_x[1:], atol=1e-6)
+    # warm-started next step from the predicted state needs fewer iterations than the cold start
+    _, st2 = mpc.act(st.plan_x[1], return_stats=True)
+    assert st2.success and st2.iterations < st.iterations
+
+
+def test_mpc_sqpmethod_agrees_with_ipopt(dyn):
+    x0 = np.array([np.cos(0.4), np.sin(0.4), -0.5])
+    a = MPC(dyn, quad_cost(), horizon=20, action_bounds=BOUNDS, solver="ipopt")
+    b = MPC(dyn, quad_cost(), horizon=20, action_bounds=BOUNDS, solver="sqpmethod")
+    sa, sb = a.solve(x0), b.solve(x0)
+    assert sa.success and sb.success
+    # two local solvers, same local optimum (up to their tolerances)
+    np.testing.assert_allclose(sb.plan_u[0], sa.plan_u[0], atol=1e-3)
+    np.testing.assert_allclose(sb.plan_u, sa.plan_u, atol=1e-2)
+    assert abs(sa.cost - sb.cost) < 1e-5 * max(1.0, abs(sa.cost))
+
+
+def test_mpc_infeasible_falls_back_to_previous_plan(dyn):
+    mpc = MPC(dyn, quad_cost(), horizon=15, action_bounds=BOUNDS, state_bounds=([-2, -2, -3], [2, 2, 3]))
+    u0, s0 = mpc.act([np.cos(0.3), np.sin(0.3), 0.0], return_stats=True)
+    assert s0.success and mpc.failures == 0
+    # 7 rad/s cannot be brought under 3 rad/s in one step with |u| <= 2: infeasible
+    fast = [np.cos(0.3), np.sin(0.3), 7.0]
+    u1, s1 = mpc.act(fast, return_stats=True)
+    assert not s1.success and s1.fallback and mpc.failures == 1
+    np.testing.assert_allclose(u1, s0.plan_u[1])
+    u2, s2 = mpc.act(fast, return_stats=True)
+    np.testing.assert_allclose(u2, s0.plan_u[2])
+    assert mpc.failures == 2 and s2.failures == 2
+    # the loop keeps going on the real env even when every step is infeasible
+    impossible = MPC(dyn, quad_cost(), horizon=10, action_bounds=BOUNDS, state_bounds=([-2, -2, 50], [2, 2, 60]),
+                     max_iter=20)
+    rets = episodes(impossible.act, 1, steps=20)
+    assert np.isfinite(rets[0]) and impossible.failures == 20
+
+
+def test_mpc_bad_input(dyn):
+    for h in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="horizon must be a positive integer"):
+            MPC(dyn, quad_cost(), horizon=h)
+    with pytest.raises(ValueError, match=r"action_bounds: low and high must have shape \(1,\)"):
+        MPC(dyn, quad_cost(), action_bounds=([-2, -2], [2, 2]))
+    with pytest.raises(ValueError, match=r"state_bounds: low and high must have shape \(3,\)"):
+        MPC(dyn, quad_cost(), state_bounds=([-1, -1], [1, 1]))
+    with pytest.raises(ValueError, match="low <= high"):
+        MPC(dyn, quad_cost(), action_bounds=([2.0], [-2.0]))
+    with pytest.raises(ValueError, match="pair"):
+        MPC(dyn, quad_cost(), action_bounds=[-2.0])
+    with pytest.raises(ValueError, match=r"target has shape \(2,\)"):
+        MPC(dyn, QuadraticCost([1.0, 0.0]))
+    with pytest.raises(ValueError, match="solver"):
+        MPC(dyn, quad_cost(), solver="snopt")
+    with pytest.raises(TypeError, match="Cost"):
+        MPC(dyn, lambda x, u: 0)
+    with pytest.raises(ValueError, match="reward model .* 3 inputs"):
+        MPC(dyn, RewardCost(SparseModel(OBS, ["r"], [()], [[1.0]])))
+    mpc = MPC(dyn, quad_cost(), horizon=5)
+    with pytest.raises(ValueError, match="observation has shape"):
+        mpc.act([1.0, 0.0])
+    with pytest.raises(ValueError, match="NaN"):
+        mpc.act([np.nan, 0.0, 0.0])
+
+
+# ------------------------------------------------------------ generated C
+def test_generated_c_mpc_agrees_with_python(dyn, tmp_path):
+    py = MPC(dyn, quad_cost(), horizon=15, action_bounds=BOUNDS, solver="sqpmethod")
+    c = CompiledMPC.from_mpc(py, build_dir=tmp_path, cflags=("-O1",))
+    assert c.library_path.is_file() and c.library_path.parent == tmp_path
+    src = c.source_path.read_text()
+    assert src.startswith("/* Generated by sindyrl") and dyn.content_hash() in src.splitlines()[0]
+    assert "malloc" not in src
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=3)
+    n_ok = 0
+    for _ in range(25):
+        up, sp = py.act(obs, return_stats=True)
+        uc, sc = c.act(obs, return_stats=True)
+        assert sp.success == sc.success
+        if sp.success:
+            n_ok += 1
+            np.testing.assert_allclose(sc.plan_u, sp.plan_u, atol=1e-8)
+            np.testing.assert_allclose(sc.plan_x, sp.plan_x, atol=1e-8)
+        np.testing.assert_allclose(uc, up, atol=1e-8)
+        obs, *_ = env.step(up.astype(np.float32))
+    assert n_ok >= 20
+    with pytest.raises(ValueError, match="sqpmethod"):
+        CompiledMPC.from_mpc(MPC(dyn, quad_cost(), horizon=5), build_dir=tmp_path / "x")  # ipopt
