@@ -1,0 +1,50 @@
+/*
+ * The portable board: a model descriptor and the request/reply loop of the
+ * sindyrl protocol over the HAL in sindyrl_hal.h.
+ */
+#ifndef SINDYRL_BOARD_H
+#define SINDYRL_BOARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sindyrl_protocol.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int (*sindyrl_eval_fn)(const float *in, size_t n_in, float *out, size_t n_out);
+
+/* What the board runs. Generated glue (firmware_bridge.build) defines sindyrl_board_model. */
+typedef struct {
+    const char *name;
+    const char *hash;       /* 16 hex digits: SparseModel.content_hash() or the network's hash */
+    uint8_t kind;           /* 1 sparse, 2 neural */
+    size_t n_in;
+    size_t n_out;
+    sindyrl_eval_fn eval;
+    const float *safe_action; /* n_out values sent with every ERROR */
+} sindyrl_model_desc_t;
+
+extern const sindyrl_model_desc_t sindyrl_board_model;
+
+typedef struct {
+    sindyrl_rx_t rx;
+    sindyrl_frame_t frame;
+    uint32_t n_errors;
+} sindyrl_board_t;
+
+void sindyrl_board_init(sindyrl_board_t *board);
+
+/* Feed one received byte; replies are written through the HAL. Returns -1 if a write failed. */
+int sindyrl_board_feed(sindyrl_board_t *board, uint8_t byte);
+
+/* Serve until the HAL reports the link gone. Returns 0 then. */
+int sindyrl_board_run(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SINDYRL_BOARD_H */

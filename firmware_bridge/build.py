@@ -1,0 +1,176 @@
+"""Build the board firmware (host process or Cortex-M4F image) from generated C.
+
+``build_firmware(gen, target)`` compiles the portable board (``board/``), the
+target's HAL and the generated model with the project's strict flags
+(``-std=c99 -Wall -Wextra -Werror -pedantic``; emlearn's headers come in with
+``-isystem``) and reads flash and RAM use from ``size`` /
+``arm-none-eabi-size`` (Berkeley format: flash = text + data, RAM = data + bss,
+the stack reserve included in bss).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .codegen import GeneratedC
+
+__all__ = [
+    "BOARD_DIR", "TARGETS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS", "FirmwareBuild", "BuildError",
+    "missing_tools", "build_firmware", "build_decoder_harness", "build_shared_library", "section_sizes",
+]
+
+BOARD_DIR = Path(__file__).resolve().parent / "board"
+TARGETS = ("host", "mps2-an386")
+STRICT_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-ffp-contract=off"]
+CORTEX_M4F_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+_TOOLS = {"host": ("gcc", "size"), "mps2-an386": ("arm-none-eabi-gcc", "arm-none-eabi-size")}
+_QEMU = "qemu-system-arm"
+
+
+class BuildError(RuntimeError):
+    """The compiler or linker failed; the message carries its command and output."""
+
+
+@dataclass(frozen=True)
+class FirmwareBuild:
+    """A linked firmware and its memory use in bytes."""
+
+    target: str
+    path: Path
+    model: GeneratedC
+    text: int
+    data: int
+    bss: int
+
+    @property
+    def flash(self) -> int:
+        return self.text + self.data
+
+    @property
+    def ram(self) -> int:
+        return self.data + self.bss
+
+
+def missing_tools(target: str, with_qemu: bool = False) -> list[str]:
+    """Tools needed for ``target`` that are not on PATH (empty when all are there)."""
+    if target not in _TOOLS:
+        raise ValueError(f"unknown firmware target {target!r}; expected one of {TARGETS}")
+    tools = list(_TOOLS[target]) + ([_QEMU] if with_qemu and target == "mps2-an386" else [])
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        raise BuildError(f"{what}: {cmd[0]} not found on PATH") from None
+    if p.returncode != 0:
+        raise BuildError(f"{what} failed ({' '.join(map(str, cmd))}):\n{p.stdout}{p.stderr}")
+
+
+def section_sizes(path: Path, target: str) -> tuple[int, int, int]:
+    """(text, data, bss) of a linked binary, from the Berkeley output of ``size``."""
+    size = _TOOLS[target][1]
+    p = subprocess.run([size, "-B", str(path)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BuildError(f"{size} failed on {path}: {p.stderr}")
+    fields = p.stdout.strip().splitlines()[-1].split()
+    return int(fields[0]), int(fields[1]), int(fields[2])
+
+
+def _glue(gen: GeneratedC, out_dir: Path) -> Path:
+    """board_model.c: points the board at the generated model's entry point."""
+    m = gen.macro
+    kind = 1 if gen.kind == "sparse" else 2
+    text = f"""/* Written by firmware_bridge.build: the model this firmware serves. */
+#include "sindyrl_board.h"
+#include "{gen.header.name}"
+
+static const float safe_action[{m}_N_OUT] = {m}_SAFE_ACTION;
+
+const sindyrl_model_desc_t sindyrl_board_model = {{
+    {m}_NAME, {m}_HASH, {kind}u, {m}_N_IN, {m}_N_OUT, {gen.symbol}, safe_action
+}};
+"""
+    path = out_dir / "board_model.c"
+    path.write_text(text)
+    return path
+
+
+def build_firmware(
+    gen: GeneratedC,
+    target: str = "host",
+    out_dir: str | os.PathLike | None = None,
+    sanitize: bool = False,
+    opt: str = "-O2",
+) -> FirmwareBuild:
+    """Compile and link the board firmware serving ``gen``.
+
+    Parameters
+    ----------
+    gen : GeneratedC
+        Output of :func:`firmware_bridge.codegen.generate_c`.
+    target : {"host", "mps2-an386"}
+        ``host``: a POSIX executable (``--tcp PORT`` / ``--pty`` / ``--stdio``);
+        ``mps2-an386``: an ELF for ``qemu-system-arm -M mps2-an386``.
+    out_dir : path, optional
+        Where to put the glue file and the binary (default: next to the generated C).
+    sanitize : bool
+        Host only: build with ``-fsanitize=address,undefined``.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown firmware target {target!r}; expected one of {TARGETS}")
+    if sanitize and target != "host":
+        raise ValueError("sanitize=True is only available for the host target")
+    missing = missing_tools(target)
+    if missing:
+        raise BuildError(f"cannot build for {target}: missing {', '.join(missing)}")
+    out_dir = Path(out_dir) if out_dir is not None else gen.source.parent / f"build-{target}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    glue = _glue(gen, out_dir)
+    common = [*STRICT_CFLAGS, opt, f"-I{BOARD_DIR}", f"-I{gen.header.parent}"]
+    common += [f"-isystem{d}" for d in gen.include_dirs]
+    srcs = [BOARD_DIR / "sindyrl_board.c", BOARD_DIR / "sindyrl_protocol.c", gen.source, glue]
+    if target == "host":
+        exe = out_dir / ("board-host-asan" if sanitize else "board-host")
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if sanitize else []
+        cmd = ["gcc", *common, *san, *map(str, srcs), str(BOARD_DIR / "host" / "hal_host.c"), "-lm", "-o", str(exe)]
+    else:
+        exe = out_dir / "board-mps2-an386.elf"
+        tdir = BOARD_DIR / "mps2-an386"
+        cmd = [
+            "arm-none-eabi-gcc", *CORTEX_M4F_FLAGS, *common, "-ffunction-sections", "-fdata-sections",
+            "-nostartfiles", "--specs=nosys.specs", f"-T{tdir / 'mps2-an386.ld'}", "-Wl,--gc-sections",
+            *map(str, srcs), str(tdir / "startup.c"), str(tdir / "hal_mps2.c"), "-lm", "-o", str(exe),
+        ]
+    _run(cmd, f"building {target} firmware for {gen.name}")
+    text, data, bss = section_sizes(exe, target)
+    return FirmwareBuild(target=target, path=exe, model=gen, text=text, data=data, bss=bss)
+
+
+def build_decoder_harness(out_dir: str | os.PathLike, sanitize: bool = False) -> Path:
+    """The host program that feeds byte streams to the C stream decoder (see board/fuzz/)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exe = out_dir / ("decoder-fuzz-asan" if sanitize else "decoder-fuzz")
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"] \
+        if sanitize else []
+    cmd = ["gcc", *STRICT_CFLAGS, "-O1", *san, f"-I{BOARD_DIR}", str(BOARD_DIR / "sindyrl_protocol.c"),
+           str(BOARD_DIR / "fuzz" / "decoder_fuzz.c"), "-o", str(exe)]
+    _run(cmd, "building the decoder harness")
+    return exe
+
+
+def build_shared_library(gen: GeneratedC, out_dir: str | os.PathLike | None = None) -> Path:
+    """The generated model alone as a host shared library (for ctypes checks against Python)."""
+    out_dir = Path(out_dir) if out_dir is not None else gen.source.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / f"lib{gen.name}.so"
+    cmd = ["gcc", *STRICT_CFLAGS, "-O2", "-shared", "-fPIC", f"-I{gen.header.parent}",
+           *[f"-isystem{d}" for d in gen.include_dirs], str(gen.source), "-lm", "-o", str(lib)]
+    _run(cmd, f"building the shared library for {gen.name}")
+    return lib

@@ -1,0 +1,272 @@
+"""The host's end of the serial link to a board: requests, replies, recovery.
+
+``BoardLink(url)`` opens anything pyserial's ``serial_for_url`` understands
+(``/dev/ttyUSB0``, a pty path, ``socket://127.0.0.1:PORT``...). Each request
+carries a sequence number; replies with another number are stale and skipped.
+Garbage on the line costs one bad frame (the decoder resynchronises at the
+next 0x00). A request unanswered within ``timeout`` seconds, or answered with
+a frame-level ERROR (the board saw a corrupted frame), is sent again, at most
+``retries`` times; then :class:`BoardTimeout` says so. A link that goes away
+raises :class:`BoardLinkError` at once. So a dead board is reported in at most
+``timeout * (retries + 1)`` seconds, never a hang.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .protocol import (
+    SEQ_UNKNOWN,
+    BenchMode,
+    BenchResult,
+    BenchUnit,
+    ErrorReply,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    Info,
+    MsgType,
+    encode_frame,
+    pack_bench,
+    pack_floats,
+    unpack_bench_result,
+    unpack_error,
+    unpack_floats,
+    unpack_info,
+)
+
+__all__ = ["BoardLink", "BoardLinkError", "BoardTimeout", "BoardErrorReply", "LinkStats"]
+
+_REPLY = {
+    MsgType.HELLO: MsgType.INFO,
+    MsgType.OBS: MsgType.ACT,
+    MsgType.PING: MsgType.PONG,
+    MsgType.BENCH: MsgType.BENCH_RESULT,
+}
+
+
+class BoardLinkError(RuntimeError):
+    """The link to the board failed (cannot open, closed, or the board stopped answering)."""
+
+
+class BoardTimeout(BoardLinkError):
+    """No valid reply within the timeout, after every retry."""
+
+
+class BoardErrorReply(BoardLinkError):
+    """The board answered a well-formed request with ERROR (e.g. non-finite observation).
+
+    ``reply.safe_action`` is the action the board wants applied instead.
+    """
+
+    def __init__(self, message: str, reply: ErrorReply):
+        super().__init__(message)
+        self.reply = reply
+
+
+@dataclass
+class LinkStats:
+    """Counts of everything that went wrong on the link, and round-trip times."""
+
+    requests: int = 0
+    retries: int = 0
+    bad_frames: int = 0  # undecodable frames received (CRC, COBS, length...)
+    stale_replies: int = 0  # valid frames with the wrong sequence number or type
+    error_replies: int = 0  # ERROR messages from the board
+    rtts: list[float] = field(default_factory=list)  # seconds, successful OBS round trips
+
+    @property
+    def protocol_errors(self) -> int:
+        return self.retries + self.bad_frames + self.stale_replies + self.error_replies
+
+
+class BoardLink:
+    """A connection to a board speaking the sindyrl protocol.
+
+    Parameters
+    ----------
+    url : str
+        Port or URL for ``serial.serial_for_url``.
+    timeout : float, default 1.0
+        Seconds to wait for each reply.
+    retries : int, default 2
+        Extra attempts per request after a timeout or a corrupted-frame ERROR.
+    connect_timeout : float, default 10.0
+        Seconds to keep trying to open the port (a board process or QEMU may
+        still be starting).
+    baudrate : int, default 115200
+        For real serial ports; ignored by sockets and ptys.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 1.0,
+        retries: int = 2,
+        connect_timeout: float = 10.0,
+        baudrate: int = 115200,
+    ):
+        import serial
+
+        if timeout <= 0 or retries < 0:
+            raise ValueError(f"BoardLink: need timeout > 0 and retries >= 0, got {timeout} and {retries}")
+        self.url = url
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.stats = LinkStats()
+        self.info: Info | None = None
+        self._decoder = FrameDecoder()
+        self._seq = 0
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05, write_timeout=timeout)
+                break
+            except (serial.SerialException, OSError, ValueError) as e:
+                if time.monotonic() > deadline:
+                    raise BoardLinkError(f"cannot open board link {url!r} within {connect_timeout:g} s: {e}") from None
+                time.sleep(0.05)
+
+    # ------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        port = getattr(self, "_port", None)
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # closing a dead link must not mask the error that killed it
+                pass
+            self._port = None
+
+    def __enter__(self) -> BoardLink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- requests
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % SEQ_UNKNOWN  # 0..254; 255 means "unknown" in replies
+        return self._seq
+
+    def _write(self, data: bytes) -> None:
+        import serial
+
+        if self._port is None:
+            raise BoardLinkError(f"board link {self.url!r} is closed")
+        try:
+            self._port.write(data)
+            self._port.flush()
+        except (serial.SerialException, OSError) as e:
+            raise BoardLinkError(f"link to board at {self.url!r} lost while writing: {e}") from None
+
+    def _read(self) -> bytes:
+        import serial
+
+        try:
+            waiting = self._port.in_waiting
+            return self._port.read(max(1, waiting))
+        except (serial.SerialException, OSError) as e:
+            raise BoardLinkError(f"link to board at {self.url!r} lost while reading: {e}") from None
+
+    def request(self, msg_type: MsgType, payload: bytes = b"") -> Frame:
+        """Send one request and return its reply frame (ACT, INFO, ...).
+
+        Raises
+        ------
+        BoardErrorReply
+            The board answered with ERROR for this request.
+        BoardTimeout
+            No valid reply after ``retries + 1`` attempts.
+        BoardLinkError
+            The link broke.
+        """
+        want = _REPLY[MsgType(msg_type)]
+        seq = self._next_seq()
+        # a leading delimiter ends any partial frame left on the board's side
+        wire = b"\x00" + encode_frame(msg_type, seq, payload)
+        self.stats.requests += 1
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            self._write(wire)
+            deadline = time.monotonic() + self.timeout
+            resend = False
+            while not resend and time.monotonic() < deadline:
+                for item in self._decoder.feed(self._read()):
+                    if isinstance(item, FrameError):
+                        self.stats.bad_frames += 1
+                        continue
+                    if item.type == MsgType.ERROR and item.seq in (seq, SEQ_UNKNOWN):
+                        try:
+                            err = unpack_error(item.payload)
+                        except FrameError:
+                            self.stats.bad_frames += 1
+                            continue
+                        self.stats.error_replies += 1
+                        if item.seq == SEQ_UNKNOWN or err.request_type == 0:
+                            resend = True  # the board saw a corrupted frame: ours, probably
+                            break
+                        raise BoardErrorReply(
+                            f"board at {self.url!r} rejected {MsgType(msg_type).name}: {err.describe()}", err
+                        )
+                    if item.seq != seq or item.type != want:
+                        self.stats.stale_replies += 1
+                        continue
+                    return item
+        raise BoardTimeout(
+            f"no valid reply from board at {self.url!r} to {MsgType(msg_type).name} after "
+            f"{self.retries + 1} attempts of {self.timeout:g} s (board stopped, or link broken)"
+        )
+
+    def hello(self) -> Info:
+        """Ask the board what it runs; also remembered as ``self.info``."""
+        self.info = unpack_info(self.request(MsgType.HELLO).payload)
+        return self.info
+
+    def act(self, obs) -> np.ndarray:
+        """Send one observation, return the board's action (float32, shape (n_out,))."""
+        if self.info is None:
+            self.hello()
+        x = np.asarray(obs, dtype=np.float32).reshape(-1)
+        if x.size != self.info.n_in:
+            raise ValueError(f"BoardLink.act: observation has {x.size} values, board model takes {self.info.n_in}")
+        t0 = time.perf_counter()
+        reply = self.request(MsgType.OBS, pack_floats(x))
+        rtt = time.perf_counter() - t0
+        a = unpack_floats(reply.payload, self.info.n_out)
+        self.stats.rtts.append(rtt)
+        return a
+
+    def ping(self, payload: bytes = b"") -> float:
+        """Round-trip time in seconds of a PING carrying ``payload`` (echo checked)."""
+        t0 = time.perf_counter()
+        reply = self.request(MsgType.PING, payload)
+        rtt = time.perf_counter() - t0
+        if reply.payload != payload:
+            raise BoardLinkError(f"board at {self.url!r} echoed a different PING payload")
+        return rtt
+
+    def bench(self, n_calls: int, obs=None, mode: BenchMode = BenchMode.MODEL) -> BenchResult:
+        """Have the board time ``n_calls`` model calls (or calibration iterations) itself."""
+        if self.info is None:
+            self.hello()
+        x = np.zeros(self.info.n_in, np.float32) if obs is None else np.asarray(obs, np.float32).reshape(-1)
+        payload = pack_bench(n_calls, mode, x if mode == BenchMode.MODEL else ())
+        return unpack_bench_result(self.request(MsgType.BENCH, payload).payload)
+
+    def instructions_per_call(self, n_calls: int = 200, obs=None, n_calibrate: int = 1_000_000) -> float:
+        """Instructions per model call on a Cortex-M board under QEMU ``-icount``.
+
+        SysTick counts core clock ticks; under ``-icount shift=0`` a tick is a
+        fixed number of instructions, measured here with the board's
+        calibration loop (exactly 2 instructions per iteration).
+        """
+        cal = self.bench(n_calibrate, mode=BenchMode.CALIBRATE)
+        if cal.unit != BenchUnit.CORE_TICKS or cal.elapsed == 0:
+            raise BoardLinkError(f"board at {self.url!r} does not count core clock ticks (unit {cal.unit.name})")
+        per_tick = 2.0 * n_calibrate / cal.elapsed
+        res = self.bench(n_calls, obs)
+        return res.elapsed * per_tick / n_calls
