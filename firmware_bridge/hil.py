@@ -1,0 +1,351 @@
+"""Hardware-in-the-loop: the real (simulated) plant on the host, the policy on a board.
+
+``run_hil(run, board="qemu")`` generates C for the run's policy, builds the
+firmware, starts the board (host process, Cortex-M4F in QEMU, or the ONNX edge
+server), and runs closed-loop episodes on the real gymnasium env with every
+action computed on the board and sent back over the serial protocol. It
+reports return, per-step round-trip latency, the largest action difference
+against the Python reference on the same observations, protocol errors,
+flash/RAM and, on the Cortex-M4F, instructions per policy call; the figures go
+to the screen and to the run's ``summary.json`` under ``hil_`` keys.
+
+:func:`run_policy_hil` is the same without a run directory (a policy object
+and an env factory), for scripts and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sindyrl.sparse import SparseModel
+
+from .boards import Board, HostBoard, OnnxBoard, QemuBoard
+from .build import build_firmware, missing_tools
+from .codegen import GeneratedC, generate_neural_c, generate_sparse_c, neural_spec_from_sb3
+from .link import BoardLink, BoardLinkError
+
+__all__ = ["BOARDS", "HilReport", "hil_episodes", "run_policy_hil", "run_hil", "stage", "default_board"]
+
+BOARDS = ("host", "qemu", "onnx")
+
+
+@dataclass
+class HilReport:
+    """Everything one HIL session measured."""
+
+    board: str
+    policy: str
+    model_name: str
+    model_hash: str
+    seed: int
+    returns: list[float]
+    reference_returns: list[float]
+    lengths: list[int]
+    latency_p50_ms: float
+    latency_p99_ms: float
+    max_action_diff: float
+    protocol_errors: int
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
+    instructions_per_call: float | None = None
+    board_ns_per_call: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def return_rel_diff_max(self) -> float:
+        b, r = np.asarray(self.returns), np.asarray(self.reference_returns)
+        return float(np.max(np.abs(b - r) / np.maximum(np.abs(r), 1e-12)))
+
+    def summary(self) -> dict:
+        """Flat ``hil_`` keys for ``summary.json``."""
+        out = {
+            "hil_board": self.board,
+            "hil_policy": self.policy,
+            "hil_model_hash": self.model_hash,
+            "hil_episodes": len(self.returns),
+            "hil_return_mean": float(np.mean(self.returns)),
+            "hil_returns": [float(v) for v in self.returns],
+            "hil_reference_return_mean": float(np.mean(self.reference_returns)),
+            "hil_return_rel_diff_max": self.return_rel_diff_max,
+            "hil_latency_p50_ms": self.latency_p50_ms,
+            "hil_latency_p99_ms": self.latency_p99_ms,
+            "hil_max_action_diff": self.max_action_diff,
+            "hil_protocol_errors": self.protocol_errors,
+        }
+        for key in ("flash_bytes", "ram_bytes", "instructions_per_call", "board_ns_per_call"):
+            v = getattr(self, key)
+            if v is not None:
+                out[f"hil_{key}"] = v
+        return out
+
+    def format(self) -> str:
+        """A few lines for the screen."""
+        lines = [
+            f"HIL {self.policy} policy '{self.model_name}' ({self.model_hash}) on the {self.board} board, "
+            f"{len(self.returns)} episodes from seed {self.seed}",
+            f"  return on board     {np.mean(self.returns):10.3f}  (per episode: "
+            + ", ".join(f"{v:.3f}" for v in self.returns) + ")",
+            f"  return in Python    {np.mean(self.reference_returns):10.3f}  "
+            f"(max relative difference per episode {self.return_rel_diff_max:.2e})",
+            f"  action difference   {self.max_action_diff:.3e} max abs, board vs Python on the same observations",
+            f"  round trip          p50 {self.latency_p50_ms:.3f} ms, p99 {self.latency_p99_ms:.3f} ms",
+            f"  protocol errors     {self.protocol_errors}",
+        ]
+        if self.flash_bytes is not None:
+            lines.append(f"  firmware            flash {self.flash_bytes} B, RAM {self.ram_bytes} B")
+        if self.instructions_per_call is not None:
+            lines.append(f"  policy call         {self.instructions_per_call:.1f} instructions on the Cortex-M4F")
+        if self.board_ns_per_call is not None:
+            lines.append(f"  policy call         {self.board_ns_per_call:.0f} ns on the board (wall clock)")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def hil_episodes(
+    link: BoardLink,
+    make_env: Callable[[], Any],
+    reference_act: Callable[[np.ndarray], np.ndarray],
+    n_episodes: int = 5,
+    seed: int = 0,
+    max_steps: int | None = None,
+) -> dict:
+    """Closed-loop episodes with the board's actions; episode ``i`` starts from ``reset(seed=seed + i)``.
+
+    Actions are clipped to the action space and cast to its dtype exactly as
+    :func:`sindyrl.evaluation.evaluate_policy` does, so the returns compare
+    with the Python policy's. Raises :class:`BoardLinkError` (naming the
+    episode and step) when the board stops answering.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"hil_episodes: n_episodes must be >= 1, got {n_episodes}")
+    env = make_env()
+    low, high = env.action_space.low, env.action_space.high
+    returns, lengths, max_diff = [], [], 0.0
+    try:
+        for i in range(n_episodes):
+            obs, _ = env.reset(seed=seed + i)
+            total, t, done = 0.0, 0, False
+            while not done:
+                try:
+                    a_board = link.act(obs)
+                except BoardLinkError as e:
+                    raise BoardLinkError(f"HIL episode {i}, step {t}: {e}") from None
+                a_ref = np.asarray(reference_act(np.asarray(obs)), dtype=np.float64).reshape(low.shape)
+                a_ref = np.clip(a_ref, low, high)
+                a = np.clip(np.asarray(a_board, dtype=np.float64).reshape(low.shape), low, high)
+                max_diff = max(max_diff, float(np.max(np.abs(a - a_ref))))
+                obs, r, term, trunc, _ = env.step(a.astype(env.action_space.dtype))
+                total += float(r)
+                t += 1
+                done = term or trunc or (max_steps is not None and t >= max_steps)
+            returns.append(total)
+            lengths.append(t)
+    finally:
+        env.close()
+    return {"returns": returns, "lengths": lengths, "max_action_diff": max_diff}
+
+
+def _reference_returns(act, make_env, n_episodes: int, seed: int, max_steps: int | None) -> list[float]:
+    from sindyrl.evaluation import evaluate_policy
+
+    return [float(v) for v in evaluate_policy(act, make_env, n_episodes=n_episodes, seed=seed, max_steps=max_steps)]
+
+
+def default_board() -> str:
+    """``qemu`` when arm-none-eabi-gcc and qemu-system-arm are installed, else ``host``."""
+    return "qemu" if not missing_tools("mps2-an386", with_qemu=True) else "host"
+
+
+def _export_onnx(policy: Any, kind: str, path: Path, vecnormalize: Any, obs_names, action_names) -> Path:
+    try:
+        import export
+    except ImportError as e:
+        raise RuntimeError(f"--board onnx needs the export package to write the ONNX policy ({e})") from None
+    if kind == "sparse":
+        n_states = 1000 if policy.input_bounds is not None else 0
+        export.export_sparse_model(policy, path, n_states=n_states)
+    else:
+        export.export_policy(policy, path, vecnormalize=vecnormalize, obs_names=obs_names,
+                             action_names=action_names, n_states=1000)
+    return path
+
+
+def run_policy_hil(
+    policy: Any,
+    make_env: Callable[[], Any],
+    board: str = "host",
+    work_dir: str | os.PathLike | None = None,
+    episodes: int = 5,
+    seed: int = 0,
+    vecnormalize: Any = None,
+    obs_names: list[str] | None = None,
+    action_names: list[str] | None = None,
+    onnx_path: str | os.PathLike | None = None,
+    max_steps: int | None = None,
+    timeout: float = 2.0,
+    retries: int = 2,
+    bench_calls: int = 200,
+    echo: Callable[[str], None] = print,
+) -> HilReport:
+    """HIL for a policy object: a SparseModel (sparse) or an SB3 agent (neural).
+
+    Parameters
+    ----------
+    policy : SparseModel or stable_baselines3 BaseAlgorithm
+        The policy to put on the board.
+    make_env : callable
+        Returns the real env (a fresh one per call).
+    board : {"host", "qemu", "onnx"}
+        Which board runs the policy.
+    work_dir : path, optional
+        Generated C, builds and ONNX files go here (default: a temporary directory).
+    episodes, seed : int
+        Episode ``i`` starts from ``reset(seed=seed + i)``, for the board and the Python reference.
+    vecnormalize : VecNormalize, optional
+        Observation statistics of a neural policy (folded into the C code).
+    onnx_path : path, optional
+        For ``board="onnx"``: serve this file instead of exporting the policy.
+    timeout, retries : float, int
+        Per-reply timeout (s) and retries of the link.
+    bench_calls : int
+        Policy calls timed on the board itself (0 skips the measurement).
+    """
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {BOARDS}, got {board!r}")
+    kind = "sparse" if isinstance(policy, SparseModel) else "neural"
+    tmp = None
+    if work_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="sindyrl-hil-")
+        work_dir = tmp.name
+    work_dir = Path(work_dir)
+    try:
+        gen: GeneratedC | None = None
+        if kind == "sparse":
+            def reference(obs):
+                return policy.evaluate(obs)
+
+            name, model_hash = policy.name, policy.content_hash()
+            if board != "onnx":
+                gen = generate_sparse_c(policy, "policy", work_dir / "sparse")
+        else:
+            spec = neural_spec_from_sb3(policy, obs_normalizer=vecnormalize, inputs=obs_names, outputs=action_names)
+
+            def reference(obs):
+                o = vecnormalize.normalize_obs(obs) if vecnormalize is not None else obs
+                return policy.predict(o, deterministic=True)[0]
+
+            name, model_hash = type(policy).__name__.lower(), spec.content_hash()
+            if board != "onnx":
+                gen = generate_neural_c(spec, "policy", work_dir / "neural")
+        notes: list[str] = []
+        build = None
+        if board == "onnx":
+            path = Path(onnx_path) if onnx_path is not None else _export_onnx(
+                policy, kind, work_dir / f"{kind}_policy.onnx", vecnormalize, obs_names, action_names)
+            runner: Board = OnnxBoard(path)
+            notes.append(f"ONNX file {path} ({path.stat().st_size} bytes)")
+        else:
+            target = "host" if board == "host" else "mps2-an386"
+            missing = missing_tools(target, with_qemu=board == "qemu")
+            if missing:
+                raise RuntimeError(f"--board {board} needs {', '.join(missing)} (Debian: gcc-arm-none-eabi "
+                                   "libnewlib-arm-none-eabi qemu-system-arm)")
+            echo(f"building {kind} policy firmware for {target} in {work_dir}")
+            build = build_firmware(gen, target)
+            runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path)
+        with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
+            info = link.hello()
+            if gen is not None and info.model_hash != gen.model_hash:
+                raise BoardLinkError(f"board runs model {info.model_hash}, expected {gen.model_hash}")
+            echo(f"board at {runner.url}: {info.kind.name.lower()} model '{info.name}' ({info.model_hash}), "
+                 f"{info.n_in} -> {info.n_out}")
+            res = hil_episodes(link, make_env, reference, n_episodes=episodes, seed=seed, max_steps=max_steps)
+            env = make_env()
+            obs0 = np.asarray(env.reset(seed=seed)[0], np.float32)
+            env.close()
+            ipc = ns = None
+            if bench_calls:
+                if board == "qemu":
+                    ipc = link.instructions_per_call(bench_calls, obs0)
+                else:
+                    ns = link.bench(bench_calls, obs0).elapsed / bench_calls
+            rtts = np.asarray(link.stats.rtts) * 1e3
+            errors = link.stats.protocol_errors
+        ref = _reference_returns(reference, make_env, episodes, seed, max_steps)
+        report = HilReport(
+            board=board, policy=kind, model_name=name, model_hash=model_hash, seed=seed,
+            returns=res["returns"], reference_returns=ref, lengths=res["lengths"],
+            latency_p50_ms=float(np.percentile(rtts, 50)), latency_p99_ms=float(np.percentile(rtts, 99)),
+            max_action_diff=res["max_action_diff"], protocol_errors=int(errors),
+            flash_bytes=None if build is None else build.flash, ram_bytes=None if build is None else build.ram,
+            instructions_per_call=ipc, board_ns_per_call=ns, notes=notes,
+        )
+        if tmp is None:
+            log = work_dir / f"hil-{board}-{kind}.json"
+            log.write_text(json.dumps({**asdict(report), "summary": report.summary()}, indent=1))
+        return report
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _load_vecnormalize(run) -> Any:
+    path = getattr(run, "vecnormalize_path", None)
+    if path is None or not Path(path).is_file():
+        return None
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    vn = VecNormalize.load(str(path), DummyVecEnv([run.make_env]))
+    vn.training = False
+    return vn
+
+
+def run_hil(
+    run: Any,
+    board: str = "host",
+    policy: str = "sparse",
+    episodes: int = 5,
+    seed: int | None = None,
+    echo: Callable[[str], None] = print,
+    update_summary: bool = True,
+    **options: Any,
+) -> HilReport:
+    """HIL for a run directory (``sindyrl hil RUN``): its policy, its real env, its summary.
+
+    ``policy`` is ``sparse`` (``run.load_model("policy")``) or ``neural``
+    (``run.load_agent()``). ``options`` go to :func:`run_policy_hil`.
+    """
+    if policy not in ("sparse", "neural"):
+        raise ValueError(f"policy must be 'sparse' or 'neural', got {policy!r}")
+    obj = run.load_model("policy") if policy == "sparse" else run.load_agent()
+    seed = int(run.config.seed) if seed is None else int(seed)
+    report = run_policy_hil(
+        obj, lambda: run.make_env(), board=board, work_dir=run.firmware_dir, episodes=episodes, seed=seed,
+        vecnormalize=_load_vecnormalize(run) if policy == "neural" else None,
+        obs_names=run.obs_names, action_names=run.action_names, echo=echo, **options,
+    )
+    echo(report.format())
+    if update_summary:
+        run.update_summary(report.summary())
+    return report
+
+
+def stage(run: Any, board: str | None = None, policy: str = "auto", episodes: int = 5, **options: Any) -> dict:
+    """The ``hil`` stage of ``sindyrl run``: QEMU when the toolchain is there, else the host board.
+
+    ``policy="auto"`` takes the sparse policy when the run has one, else the neural agent.
+    Returns the ``hil_`` summary keys.
+    """
+    board = board or default_board()
+    if policy == "auto":
+        policy = "sparse" if Path(run.model_path("policy")).is_file() else "neural"
+    report = run_hil(run, board=board, policy=policy, episodes=episodes, update_summary=False, **options)
+    return report.summary()
