@@ -17,7 +17,7 @@ from sindyrl.sparse import SparseModel
 
 from .casadi_backend import casadi_expr
 
-__all__ = ["Cost", "QuadraticCost", "RewardCost"]
+__all__ = ["Cost", "QuadraticCost", "RewardCost", "CASADI_REWARDS", "KNOWN_TARGETS", "pendulum_reward"]
 
 
 def _as_weight(w, n: int, key: str) -> np.ndarray:
@@ -50,6 +50,10 @@ class Cost:
     def terminal(self, x: ca.SX) -> ca.SX:
         return ca.SX(0)
 
+    def describe(self) -> str:
+        """One line for reports."""
+        return type(self).__name__
+
 
 class QuadraticCost(Cost):
     """Quadratic tracking cost ``(x - x*)' Q (x - x*) + (u - u*)' R (u - u*)``, terminal ``(x - x*)' P (x - x*)``.
@@ -73,6 +77,26 @@ class QuadraticCost(Cost):
         if not np.all(np.isfinite(self.target)):
             raise ValueError("QuadraticCost target contains NaN or inf")
         self.Q_in, self.R_in, self.P_in, self.u_target_in = Q, R, terminal_weight, u_target
+
+    @classmethod
+    def bryson(
+        cls, target: Sequence[float], state_span, action_span, action_weight: float = 0.1, terminal_factor: float = 10.0
+    ) -> QuadraticCost:
+        """Weights by Bryson's rule: ``Q = diag(1 / span_x^2)``, ``R = action_weight * diag(1 / span_u^2)``.
+
+        Spans are the ranges the variables take (e.g. from the collected data),
+        so the cost does not depend on the units; the terminal weight is
+        ``terminal_factor * Q``.
+        """
+        sx = np.asarray(state_span, dtype=np.float64).reshape(-1)
+        su = np.asarray(action_span, dtype=np.float64).reshape(-1)
+        if np.any(~np.isfinite(sx)) or np.any(sx <= 0) or np.any(~np.isfinite(su)) or np.any(su <= 0):
+            raise ValueError(f"QuadraticCost.bryson: spans must be finite and > 0, got {sx} and {su}")
+        Q = 1.0 / sx**2
+        return cls(target, Q=Q, R=action_weight / su**2, terminal_weight=terminal_factor * Q)
+
+    def describe(self) -> str:
+        return f"quadratic tracking of {np.round(self.target, 4).tolist()}"
 
     def bind(self, n_x: int, n_u: int) -> None:
         if self.target.shape != (n_x,):
@@ -142,3 +166,20 @@ class RewardCost(Cost):
 
     def terminal(self, x):
         return ca.SX(0) if self.terminal_fn is None else self.terminal_fn(x)
+
+    def describe(self) -> str:
+        if isinstance(self.reward, SparseModel):
+            return f"negative learned reward model {self.reward.name!r}"
+        return f"negative reward {getattr(self.reward, '__name__', type(self.reward).__name__)}"
+
+
+def pendulum_reward(x, u):
+    """Pendulum-v1's reward ``-(th^2 + 0.1 th_dot^2 + 0.001 u^2)`` in CasADi, on (cos th, sin th, th_dot), u."""
+    return -(ca.atan2(x[1], x[0]) ** 2 + 0.1 * x[2] ** 2 + 0.001 * u[0] ** 2)
+
+
+#: CasADi versions of sindyrl's built-in known rewards (by name and env id).
+CASADI_REWARDS: dict[str, Callable] = {"pendulum": pendulum_reward, "Pendulum-v1": pendulum_reward}
+
+#: The state each built-in reward is maximal at (the LQR equilibrium guess, the tracking target).
+KNOWN_TARGETS: dict[str, list[float]] = {"pendulum": [1.0, 0.0, 0.0], "Pendulum-v1": [1.0, 0.0, 0.0]}

@@ -46,6 +46,10 @@ def fit_pendulum_dynamics(n_episodes: int = 15, seed: int = 0) -> SparseModel:
             Xn.append(nxt)
             obs = nxt
     env.close()
+    return fit_dynamics(X, U, Xn)
+
+
+def fit_dynamics(X, U, Xn) -> SparseModel:
     X, U, Xn = (np.asarray(a, dtype=np.float64) for a in (X, U, Xn))
     fitted = ps.DiscreteSINDy(
         optimizer=ps.STLSQ(threshold=1e-3, alpha=1e-6), feature_library=ps.PolynomialLibrary(degree=3)
@@ -327,3 +331,73 @@ def test_generated_c_mpc_agrees_with_python(dyn, tmp_path):
     assert n_ok >= 20
     with pytest.raises(ValueError, match="sqpmethod"):
         CompiledMPC.from_mpc(MPC(dyn, quad_cost(), horizon=5), build_dir=tmp_path / "x")  # ipopt
+
+
+# ------------------------------------------------------- command and stage
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory):
+    from sindyrl.config import config_from_dict
+    from sindyrl.data import collect
+    from sindyrl.runs import Run
+
+    cfg = config_from_dict({"env": {"id": "Pendulum-v1"}, "reward": {"known": "pendulum"}, "seed": 0})
+    run = Run.create(cfg, root=tmp_path_factory.mktemp("runs"), name="pendulum")
+    env = run.make_env()
+    buf = collect(env, 3000, seed=0)
+    env.close()
+    buf.save(run.data_path)
+    run.save_model("dynamics", fit_dynamics(buf.obs, buf.actions, buf.next_obs))
+    # a linear sparse policy and an RL evaluation result, so the comparison table has its other rows
+    lqr = LQR(run.load_model("dynamics"), x_guess=TARGET, action_bounds=BOUNDS)
+    k = lqr.K[0]
+    policy = SparseModel(OBS, ["u"], [(), ((0, "pow", 1),), ((1, "pow", 1),), ((2, "pow", 1),)],
+                         np.array([[k @ lqr.x_eq, -k[0], -k[1], -k[2]]]), output_bounds=BOUNDS, name="policy")
+    run.save_model("policy", policy)
+    run.update_summary({"eval_return_mean": -150.0, "eval_return_std": 80.0, "eval_return_min": -300.0,
+                        "eval_episodes": 20, "seed": 0})
+    return run
+
+
+def test_control_command_writes_results(pendulum_run):
+    import json
+
+    from sindyrl.cli import main
+
+    run = pendulum_run
+    assert main(["control", str(run.path), "--method", "mpc", "--horizon", "25", "--episodes", "2"]) == 0
+    assert main(["control", str(run.path), "--method", "lqr", "--episodes", "2"]) == 0
+    s = run.read_summary()
+    assert s["control_mpc_return_mean"] >= -200 and s["control_mpc_episodes"] == 2 and s["control_mpc_horizon"] == 25
+    assert s["control_mpc_step_ms"] > 0 and s["control_lqr_spectral_radius"] < 1.0
+    # LQR is local: from the env's random initial states it does not swing up, and MPC does far better
+    assert s["control_lqr_return_mean"] < s["control_mpc_return_mean"]
+    doc = json.loads((run.path / "control.json").read_text())
+    rows = doc["controllers"]
+    assert set(rows) == {"mpc", "lqr", "neural_policy", "sparse_policy"}
+    assert rows["mpc"]["cost"].startswith("negative reward pendulum_reward")
+    assert len(rows["mpc"]["returns"]) == 2 and rows["sparse_policy"]["return_mean"] < -300
+    md = (run.path / "control.md").read_text()
+    assert "| MPC (ipopt, horizon 25) | 2 (0) |" in md and "LQR (learned model)" in md and "sparse policy" in md
+
+
+def test_control_stage_quadratic_cost_and_generated_c(pendulum_run):
+    from controllers.stage_fn import control
+
+    out = control(pendulum_run, method="mpc", horizon=20, n_episodes=1, solver="c", cost="quadratic",
+                  target=TARGET, compare=False, echo=lambda *a: None)
+    assert out["control_mpc_c_return_mean"] >= -200
+    assert list((pendulum_run.path / "controllers" / "build").glob("lib*.so"))
+
+
+def test_control_bad_input(pendulum_run, capsys):
+    from controllers.stage_fn import control
+    from sindyrl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["control", str(pendulum_run.path), "--horizon", "0"])
+    with pytest.raises(ValueError, match="target has 2 values"):
+        control(pendulum_run, method="lqr", target=[1.0, 0.0])
+    with pytest.raises(ValueError, match="method"):
+        control(pendulum_run, method="pid")
+    assert main(["control", str(pendulum_run.path / "nothing")]) != 0
+    assert "run directory not found" in capsys.readouterr().err

@@ -1,0 +1,331 @@
+"""The ``control`` stage: LQR or MPC designed on a run's learned dynamics, evaluated on the real env.
+
+Each call evaluates one controller with :func:`sindyrl.evaluation.evaluate_policy`
+on the same reset seeds as the RL evaluation, merges its figures into
+``control.json`` (one entry per controller, plus the neural and sparse policies
+for comparison) and rewrites ``control.md``, the table the run report includes.
+Summary keys are prefixed ``control_<method>_``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from sindyrl.evaluation import evaluate_policy
+from sindyrl.runs import Run, atomic_write
+from sindyrl.sparse import SparseModel
+
+from .costs import CASADI_REWARDS, KNOWN_TARGETS, Cost, QuadraticCost, RewardCost
+from .lqr import LQR
+from .mpc import MPC, dynamics_split
+
+__all__ = ["control", "stage", "METHODS", "MPC_SOLVERS", "COSTS"]
+
+METHODS = ("lqr", "mpc")
+MPC_SOLVERS = ("ipopt", "sqpmethod", "c")
+COSTS = ("auto", "reward", "quadratic")
+
+
+class _ResetHook(gym.Wrapper):
+    """Calls ``hook()`` at each episode start so the controller drops the last episode's plan."""
+
+    def __init__(self, env: gym.Env, hook: Callable[[], None]) -> None:
+        super().__init__(env)
+        self._hook = hook
+
+    def reset(self, **kwargs):
+        self._hook()
+        return self.env.reset(**kwargs)
+
+
+class _Timed:
+    """Wraps ``act`` and records the wall time of every call."""
+
+    def __init__(self, act: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.act = act
+        self.times: list[float] = []
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        u = self.act(obs)
+        self.times.append(time.perf_counter() - t0)
+        return u
+
+    def ms(self) -> tuple[float, float]:
+        t = np.asarray(self.times) * 1e3
+        return (float(t.mean()), float(np.percentile(t, 95))) if t.size else (float("nan"), float("nan"))
+
+
+def _target(run: Run, target: Sequence[float] | None, n_x: int) -> np.ndarray | None:
+    if target is not None:
+        t = np.asarray(target, dtype=np.float64).reshape(-1)
+        if t.shape != (n_x,):
+            raise ValueError(f"control target has {t.size} values, expected {n_x} ({run.obs_names})")
+        return t
+    for key in (run.config.reward.known, run.config.env.id):
+        if key in KNOWN_TARGETS:
+            return np.asarray(KNOWN_TARGETS[key], dtype=np.float64)
+    return None
+
+
+def _spans(run: Run, dyn: SparseModel, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranges of the states (real data, else the model's fitted input range) and actions (bounds), for Bryson's rule."""
+    n_x = dyn.n_outputs
+    try:
+        obs = run.load_data().obs
+        span_x = np.ptp(np.asarray(obs, dtype=np.float64).reshape(-1, n_x), axis=0)
+    except FileNotFoundError:
+        if dyn.input_bounds is not None:
+            span_x = (dyn.input_bounds[1] - dyn.input_bounds[0])[:n_x]
+        else:
+            raise ValueError(f"{run.path}: no real data and no input_bounds in the dynamics model to scale the "
+                             "quadratic cost / LQR weights with") from None
+    span_x = np.where(np.isfinite(span_x) & (span_x > 1e-9), span_x, 1.0)
+    span_u = np.where(np.isfinite(high - low) & (high - low > 0), high - low, 1.0)
+    return span_x, span_u
+
+
+def _cost(run: Run, kind: str, target, dyn: SparseModel, low, high) -> Cost:
+    if kind not in COSTS:
+        raise ValueError(f"control cost must be one of {COSTS}, got {kind!r}")
+    if kind in ("auto", "reward"):
+        known = run.config.reward.known
+        if known in CASADI_REWARDS:
+            return RewardCost(CASADI_REWARDS[known])
+        if run.model_path("reward").is_file():
+            return RewardCost(run.load_model("reward"))
+        if kind == "reward":
+            raise ValueError(
+                f"{run.path}: no reward usable as MPC cost (no models/reward.json and reward.known="
+                f"{known!r} has no CasADi form); use --cost quadratic --target ..."
+            )
+    if target is None:
+        raise ValueError(f"{run.path}: a quadratic tracking cost needs a target state: pass --target "
+                         f"({len(run.obs_names)} values for {run.obs_names})")
+    span_x, span_u = _spans(run, dyn, low, high)
+    return QuadraticCost.bryson(target, span_x, span_u)
+
+
+def _read_control(run: Run) -> dict:
+    p = run.path / "control.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _markdown(doc: dict) -> str:
+    rows = doc.get("controllers", {})
+    lines = [
+        "## Classical control on the learned model",
+        "",
+        f"Real `{doc.get('env_id')}` episodes from reset seeds seed..seed+episodes-1 (the RL evaluation uses the "
+        "run's seed). Compute time is wall time per control step on this machine; the learned dynamics model is "
+        f"`{doc.get('dynamics_hash')}`.",
+        "",
+        "| controller | episodes (first seed) | return (mean ± std) | min | compute per step (ms, mean / p95) | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    order = [k for k in ("mpc", "mpc_sqpmethod", "mpc_c", "lqr", "neural_policy", "sparse_policy") if k in rows]
+    order += [k for k in rows if k not in order]
+    for k in order:
+        r = rows[k]
+
+        def f(v, fmt="{:.1f}"):
+            return "–" if v is None else fmt.format(v)
+
+        ret = "–" if r.get("return_mean") is None else f"{r['return_mean']:.1f} ± {r.get('return_std') or 0:.1f}"
+        step = f"{f(r.get('step_ms_mean'), '{:.3f}')} / {f(r.get('step_ms_p95'), '{:.3f}')}"
+        eps = "–" if r.get("episodes") is None else f"{r['episodes']} ({r.get('seed')})"
+        lines.append(f"| {r.get('label', k)} | {eps} | {ret} | {f(r.get('return_min'))} | {step} | {r.get('notes', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _compare_policies(run: Run, doc: dict, n_episodes: int, seed: int, make_env) -> None:
+    """Add the neural and sparse policies' figures (same seeds) to ``doc`` where the run has them."""
+    summary = run.read_summary()
+    rows = doc.setdefault("controllers", {})
+    if "eval_return_mean" in summary:
+        row = {"label": f"neural policy ({run.config.agent.algo})", "return_mean": summary["eval_return_mean"],
+               "return_std": summary.get("eval_return_std"), "return_min": summary.get("eval_return_min"),
+               "notes": "returns from the RL evaluation", "episodes": summary.get("eval_episodes"),
+               "seed": summary.get("seed")}
+        if run.agent_path.is_file():
+            try:
+                agent = run.load_agent()
+                env = make_env()
+                obs, _ = env.reset(seed=seed)
+                timed = _Timed(lambda o: agent.predict(o, deterministic=True)[0])
+                for _ in range(200):
+                    obs, _, term, trunc, _ = env.step(timed(obs))
+                    if term or trunc:
+                        obs, _ = env.reset()
+                env.close()
+                row["step_ms_mean"], row["step_ms_p95"] = timed.ms()
+            except Exception as e:  # an agent that cannot load here must not stop the controller evaluation
+                row["notes"] += f"; timing skipped ({type(e).__name__})"
+        rows["neural_policy"] = row
+    if run.model_path("policy").is_file():
+        pol = run.load_model("policy")
+        timed = _Timed(lambda o: pol.evaluate(o))
+        rets = evaluate_policy(timed, make_env, n_episodes=n_episodes, seed=seed)
+        rows["sparse_policy"] = {
+            "label": f"sparse policy ({pol.nnz} coefficients)", "return_mean": float(rets.mean()),
+            "return_std": float(rets.std()), "return_min": float(rets.min()),
+            "step_ms_mean": timed.ms()[0], "step_ms_p95": timed.ms()[1], "notes": "numpy SparseModel.evaluate",
+            "episodes": n_episodes, "seed": seed,
+        }
+
+
+def control(
+    run: Run,
+    method: str = "mpc",
+    horizon: int = 30,
+    n_episodes: int | None = None,
+    solver: str = "ipopt",
+    cost: str = "auto",
+    target: Sequence[float] | None = None,
+    seed: int | None = None,
+    compare: bool = True,
+    echo: Callable[..., None] = print,
+) -> dict:
+    """Design ``method`` on the run's dynamics model, evaluate it on the real env and record the results.
+
+    Parameters
+    ----------
+    run : Run
+        A run with ``models/dynamics.json``.
+    method : {"lqr", "mpc"}
+        The controller.
+    horizon : int, default 30
+        MPC horizon (steps).
+    n_episodes : int, optional
+        Real episodes (default: the run's ``dyna.final_eval_episodes``, 20).
+    solver : {"ipopt", "sqpmethod", "c"}, default "ipopt"
+        MPC solver; ``"c"`` runs the generated sqpmethod/qrqp C (built under
+        ``<run>/controllers/build``).
+    cost : {"auto", "reward", "quadratic"}, default "auto"
+        MPC stage cost: the negative reward (the CasADi form of a known reward,
+        else the learned reward model) or quadratic tracking of ``target``
+        with Bryson weights from the real data; ``"auto"`` prefers the reward.
+    target : sequence of float, optional
+        Target state (LQR equilibrium guess, tracking target); default: the
+        maximiser of a built-in known reward.
+    seed : int, optional
+        First reset seed (default: the run's seed, as the RL evaluation).
+    compare : bool, default True
+        Also record the neural and sparse policies of the run.
+
+    Returns
+    -------
+    dict
+        The ``control_<method>_*`` summary keys (already merged into summary.json).
+    """
+    if method not in METHODS:
+        raise ValueError(f"control method must be one of {METHODS}, got {method!r}")
+    if solver not in MPC_SOLVERS:
+        raise ValueError(f"control solver must be one of {MPC_SOLVERS}, got {solver!r}")
+    dyn: SparseModel = run.load_model("dynamics")
+    n_x, n_u = dynamics_split(dyn)
+    if dyn.outputs != list(run.obs_names):
+        raise ValueError(f"{run.model_path('dynamics')}: outputs {dyn.outputs} do not match the env's "
+                         f"observations {run.obs_names}")
+    n_episodes = int(n_episodes if n_episodes is not None else run.config.dyna.final_eval_episodes)
+    seed = int(run.config.seed if seed is None else seed)
+    probe = run.make_env()
+    low = np.asarray(probe.action_space.low, dtype=np.float64).reshape(-1)
+    high = np.asarray(probe.action_space.high, dtype=np.float64).reshape(-1)
+    probe.close()
+    bounds = (low, high)
+    tgt = _target(run, target, n_x)
+    row: dict = {}
+    reset_hook: Callable[[], None] | None = None
+    if method == "lqr":
+        if tgt is None:
+            raise ValueError(f"{run.path}: LQR needs an equilibrium guess: pass --target ({n_x} values)")
+        span_x, span_u = _spans(run, dyn, low, high)
+        ctl = LQR(dyn, Q=1.0 / span_x**2, R=1.0 / span_u**2, x_guess=tgt, action_bounds=bounds)
+        eig = np.abs(ctl.closed_loop_eigenvalues)
+        row.update(label="LQR (learned model)", equilibrium_x=ctl.x_eq.tolist(), equilibrium_u=ctl.u_eq.tolist(),
+                   closed_loop_eigenvalues_abs=eig.tolist(), spectral_radius=float(eig.max()),
+                   notes=f"local design at x*={np.round(ctl.x_eq, 3).tolist()}, spectral radius {eig.max():.3f}")
+        echo(f"[control] LQR at x*={np.round(ctl.x_eq, 4).tolist()} u*={np.round(ctl.u_eq, 4).tolist()}; "
+             f"|eig(A-BK)| = {np.round(eig, 3).tolist()}")
+        act: Callable = ctl.act
+    else:
+        c = _cost(run, cost, tgt, dyn, low, high)
+        kw = dict(horizon=horizon, action_bounds=bounds)
+        if solver == "c":
+            from .codegen import CompiledMPC
+
+            ctl = CompiledMPC(dyn, c, build_dir=run.path / "controllers" / "build", **kw)
+        else:
+            ctl = MPC(dyn, c, solver=solver, **kw)
+        row.update(label=f"MPC ({'generated C' if solver == 'c' else solver}, horizon {horizon})",
+                   horizon=horizon, solver=solver, cost=c.describe())
+        failures = [0]
+
+        def reset_hook() -> None:
+            failures[0] += ctl.failures
+            ctl.reset()
+
+        act = ctl.act
+    timed = _Timed(act)
+
+    def make_env():
+        env = run.make_env()
+        return env if reset_hook is None else _ResetHook(env, reset_hook)
+
+    t0 = time.time()
+    rets = evaluate_policy(timed, make_env, n_episodes=n_episodes, seed=seed)
+    ms_mean, ms_p95 = timed.ms()
+    row.update(return_mean=float(rets.mean()), return_std=float(rets.std()), return_min=float(rets.min()),
+               returns=[float(r) for r in rets], step_ms_mean=ms_mean, step_ms_p95=ms_p95,
+               wall_seconds=time.time() - t0)
+    if method == "mpc":
+        row["failures"] = int(failures[0] + ctl.failures)
+        row["notes"] = f"{row['cost']}; {row['failures']} failed solves (previous plan used)"
+    echo(f"[control] {row['label']}: return {rets.mean():.1f} ± {rets.std():.1f} over {n_episodes} episodes "
+         f"(seeds {seed}..{seed + n_episodes - 1}), {ms_mean:.2f} ms per step")
+
+    doc = _read_control(run)
+    doc.update(env_id=run.config.env.id, seed=seed, episodes=n_episodes,
+               dynamics_hash=dyn.content_hash())
+    key = method if method == "lqr" or solver == "ipopt" else f"mpc_{solver}"
+    row.update(episodes=n_episodes, seed=seed)
+    doc.setdefault("controllers", {})[key] = row
+    if compare:
+        _compare_policies(run, doc, n_episodes, seed, run.make_env)
+    atomic_write(run.path / "control.json", json.dumps(doc, indent=1, default=float))
+    atomic_write(run.path / "control.md", _markdown(doc))
+    p = f"control_{key}_"
+    out = {p + "return_mean": row["return_mean"], p + "return_std": row["return_std"],
+           p + "return_min": row["return_min"], p + "step_ms": ms_mean, p + "episodes": n_episodes}
+    if method == "mpc":
+        out.update({p + "failures": row["failures"], p + "horizon": horizon, p + "solver": solver})
+    else:
+        out[p + "spectral_radius"] = row["spectral_radius"]
+    run.update_summary(out)
+    return out
+
+
+def stage(run: Run, methods: Sequence[str] = METHODS, echo: Callable[..., None] = print, **options) -> dict:
+    """Pipeline stage ``control``: every method in ``methods`` (LQR skipped when no target is known).
+
+    ``options`` go to :func:`control` (``horizon``, ``n_episodes``, ``solver``, ``cost``, ``target``, ``seed``).
+    """
+    out: dict = {}
+    for m in methods:
+        if m == "lqr" and _target(run, options.get("target"), len(run.obs_names)) is None:
+            echo("[control] LQR skipped: no target state known (set stages.controllers.target)")
+            continue
+        out.update(control(run, method=m, echo=echo, **options))
+    return out
+
+
+def control_paths(run: Run) -> tuple[Path, Path]:
+    """``control.json`` and ``control.md`` of a run."""
+    return run.path / "control.json", run.path / "control.md"
