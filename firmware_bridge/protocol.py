@@ -1,10 +1,13 @@
 """The host side of the sindyrl board protocol: frames, messages, a stream decoder.
 
-A frame on the wire is ``COBS([version, type, seq, payload..., crc_hi, crc_lo]) 0x00``.
+A frame on the wire is ``COBS([version, type, seq, length, payload..., crc_hi, crc_lo]) 0x00``.
 The CRC is CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no
 reflection, no final XOR; check value 0x29B1 for ``b"123456789"``), computed over
-``version, type, seq, payload`` and appended most significant byte first, so the
-CRC over a whole valid frame is 0. Payload numbers are little-endian; floats are
+``version, type, seq, length, payload`` and appended most significant byte
+first, so the CRC over a whole valid frame is 0. The explicit payload length
+makes every truncated or extended frame fail deterministically: with the CRC
+alone a truncation passes with probability 2**-16, and a frame whose CRC ends
+in 0x00 still passes after losing that byte (the CRC register is zero there). Payload numbers are little-endian; floats are
 IEEE-754 float32. The full specification is ``docs/protocol.md``; the board's
 own implementation is ``firmware_bridge/board/sindyrl_protocol.c``.
 
@@ -24,7 +27,7 @@ import numpy as np
 from cobs import cobs
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAX_PAYLOAD", "MAX_FRAME", "MAX_ENCODED", "SEQ_UNKNOWN",
+    "PROTOCOL_VERSION", "MAX_PAYLOAD", "OVERHEAD", "MAX_FRAME", "MAX_ENCODED", "SEQ_UNKNOWN",
     "MsgType", "ErrorCode", "ModelKind", "BenchMode", "BenchUnit",
     "Frame", "FrameError", "Info", "BenchResult", "ErrorReply",
     "crc16", "encode_frame", "decode_frame", "FrameDecoder",
@@ -33,10 +36,12 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-#: Largest payload in bytes (64 float32 values).
-MAX_PAYLOAD = 256
-#: Largest decoded frame: header (3) + payload + CRC (2).
-MAX_FRAME = 3 + MAX_PAYLOAD + 2
+#: Largest payload in bytes (63 float32 values); it must fit the one-byte length field.
+MAX_PAYLOAD = 252
+#: Bytes around the payload: version, type, seq, length, and the CRC (2).
+OVERHEAD = 6
+#: Largest decoded frame.
+MAX_FRAME = OVERHEAD + MAX_PAYLOAD
 #: Largest COBS-encoded frame without its delimiter (one overhead byte per 254).
 MAX_ENCODED = MAX_FRAME + (MAX_FRAME + 253) // 254
 #: Sequence number the board uses when it could not read the request's.
@@ -117,7 +122,7 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"", version: int = P
         raise ValueError(f"encode_frame: type {msg_type!r} and seq {seq!r} must be bytes (0..255)")
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"encode_frame: payload of {len(payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
-    raw = bytes((version, int(msg_type), seq)) + bytes(payload)
+    raw = bytes((version, int(msg_type), seq, len(payload))) + bytes(payload)
     raw += crc16(raw).to_bytes(2, "big")
     return cobs.encode(raw) + b"\x00"
 
@@ -128,7 +133,8 @@ def decode_frame(encoded: bytes) -> Frame:
     Raises
     ------
     FrameError
-        Oversize, bad COBS, too short, bad CRC or unknown protocol version.
+        Oversize, bad COBS, too short, length field not matching, bad CRC, or
+        unknown protocol version.
     """
     if len(encoded) > MAX_ENCODED:
         raise FrameError(ErrorCode.OVERSIZE, f"frame of {len(encoded)} encoded bytes exceeds {MAX_ENCODED}")
@@ -136,15 +142,18 @@ def decode_frame(encoded: bytes) -> Frame:
         raw = cobs.decode(bytes(encoded))
     except cobs.DecodeError as e:
         raise FrameError(ErrorCode.BAD_COBS, f"bad COBS encoding ({e})") from None
-    if len(raw) < 5:
-        raise FrameError(ErrorCode.TOO_SHORT, f"frame of {len(raw)} bytes is shorter than the 5-byte minimum")
+    if len(raw) < OVERHEAD:
+        raise FrameError(ErrorCode.TOO_SHORT, f"frame of {len(raw)} bytes is shorter than the {OVERHEAD}-byte minimum")
     if len(raw) > MAX_FRAME:
         raise FrameError(ErrorCode.OVERSIZE, f"decoded frame of {len(raw)} bytes exceeds {MAX_FRAME}")
+    if raw[3] != len(raw) - OVERHEAD:
+        raise FrameError(ErrorCode.BAD_LENGTH, f"length field says {raw[3]} payload bytes, frame has "
+                                               f"{len(raw) - OVERHEAD} (truncated or extended frame)")
     if crc16(raw) != 0:
         raise FrameError(ErrorCode.BAD_CRC, "CRC mismatch")
     if raw[0] != PROTOCOL_VERSION:
         raise FrameError(ErrorCode.BAD_VERSION, f"protocol version {raw[0]}, expected {PROTOCOL_VERSION}", raw[2])
-    return Frame(type=raw[1], seq=raw[2], payload=raw[3:-2], version=raw[0])
+    return Frame(type=raw[1], seq=raw[2], payload=raw[4:-2], version=raw[0])
 
 
 class FrameDecoder:

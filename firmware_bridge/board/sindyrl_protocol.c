@@ -102,16 +102,17 @@ size_t sindyrl_frame_encode(uint8_t type, uint8_t seq, const uint8_t *payload, s
     raw[0] = (uint8_t)SINDYRL_PROTOCOL_VERSION;
     raw[1] = type;
     raw[2] = seq;
+    raw[3] = (uint8_t)payload_len;
     if (payload_len > 0) {
-        memcpy(raw + 3, payload, payload_len);
+        memcpy(raw + 4, payload, payload_len);
     }
-    crc = sindyrl_crc16(raw, 3 + payload_len);
-    raw[3 + payload_len] = (uint8_t)(crc >> 8);
-    raw[4 + payload_len] = (uint8_t)(crc & 0xFFu);
+    crc = sindyrl_crc16(raw, 4 + payload_len);
+    raw[4 + payload_len] = (uint8_t)(crc >> 8);
+    raw[5 + payload_len] = (uint8_t)(crc & 0xFFu);
     if (cap < 1) {
         return 0;
     }
-    n = sindyrl_cobs_encode(raw, 5 + payload_len, out, cap - 1);
+    n = sindyrl_cobs_encode(raw, SINDYRL_FRAME_OVERHEAD + payload_len, out, cap - 1);
     if (n == 0) {
         return 0;
     }
@@ -132,8 +133,11 @@ sindyrl_err_t sindyrl_frame_decode(const uint8_t *enc, size_t len, sindyrl_frame
     if (n < 0) {
         return SINDYRL_ERR_BAD_COBS;
     }
-    if (n < 5) {
+    if (n < (long)SINDYRL_FRAME_OVERHEAD) {
         return SINDYRL_ERR_TOO_SHORT;
+    }
+    if ((size_t)raw[3] != (size_t)n - SINDYRL_FRAME_OVERHEAD) {
+        return SINDYRL_ERR_BAD_LENGTH; /* truncated or extended frame */
     }
     if (sindyrl_crc16(raw, (size_t)n) != 0) {
         return SINDYRL_ERR_BAD_CRC;
@@ -144,8 +148,8 @@ sindyrl_err_t sindyrl_frame_decode(const uint8_t *enc, size_t len, sindyrl_frame
     }
     frame->version = raw[0];
     frame->type = raw[1];
-    frame->payload_len = (size_t)n - 5u;
-    memcpy(frame->payload, raw + 3, frame->payload_len);
+    frame->payload_len = (size_t)raw[3];
+    memcpy(frame->payload, raw + 4, frame->payload_len);
     return SINDYRL_OK;
 }
 

@@ -2,7 +2,7 @@
  * sindyrl board protocol, board side: CRC-16/CCITT-FALSE, COBS, frames and a
  * byte-at-a-time stream decoder with bounded memory.
  *
- * Wire format (docs/protocol.md): COBS([version, type, seq, payload..., crc_hi, crc_lo]) 0x00
+ * Wire format (docs/protocol.md): COBS([version, type, seq, length, payload..., crc_hi, crc_lo]) 0x00
  * CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, not reflected, no final XOR,
  * over version..payload, appended most significant byte first.
  */
@@ -17,8 +17,9 @@ extern "C" {
 #endif
 
 #define SINDYRL_PROTOCOL_VERSION 1u
-#define SINDYRL_MAX_PAYLOAD 256u
-#define SINDYRL_MAX_FRAME (3u + SINDYRL_MAX_PAYLOAD + 2u)
+#define SINDYRL_MAX_PAYLOAD 252u /* fits the one-byte length field; 63 floats */
+#define SINDYRL_FRAME_OVERHEAD 6u /* version, type, seq, length, CRC (2) */
+#define SINDYRL_MAX_FRAME (SINDYRL_FRAME_OVERHEAD + SINDYRL_MAX_PAYLOAD)
 #define SINDYRL_MAX_ENCODED (SINDYRL_MAX_FRAME + (SINDYRL_MAX_FRAME + 253u) / 254u)
 #define SINDYRL_SEQ_UNKNOWN 0xFFu
 
