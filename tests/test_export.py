@@ -147,6 +147,7 @@ def test_vecnormalize_is_folded_in(tmp_path):
 def test_gsde_and_squashed_ppo(tmp_path):
     env = gym.make("Pendulum-v1")
     for model in (
+        PPO("MlpPolicy", env, seed=0, device="cpu", use_sde=True),  # the pendulum example's setting
         PPO("MlpPolicy", env, seed=0, device="cpu", use_sde=True, policy_kwargs={"squash_output": True}),
         SAC("MlpPolicy", env, seed=0, device="cpu", use_sde=True),
     ):

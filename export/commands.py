@@ -1,0 +1,61 @@
+"""``sindyrl export RUN [--what ...] [--quantize]``: the CLI face of :func:`export.stage_fn.export_run`."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "cmd_export"]
+
+_WHAT = ("policy", "sparse-policy", "dynamics", "reward", "all")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sindyrl.runs import Run
+
+    from .stage_fn import export_run
+
+    run = Run.open(args.run)
+    out = export_run(
+        run, what=args.what, quantize=args.quantize, n_states=args.n_states, seed=args.seed, tol=args.tol,
+        n_episodes=args.episodes,
+    )
+    run.update_summary(out)
+    if "onnx_parity_max_abs" in out:
+        print(f"[export] worst parity error of {run.export_dir}/*.onnx: {out['onnx_parity_max_abs']:.3g} "
+              f"(tolerance {args.tol:g}); summary: {run.path / 'summary.json'}")
+    return 0
+
+
+def _int_at_least(lowest: int):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lowest}, got {s!r}") from None
+        if v < lowest:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lowest}, got {v}")
+        return v
+
+    return parse
+
+
+def register(subparsers) -> None:
+    """Add the ``export`` subcommand."""
+    p = subparsers.add_parser(
+        "export", help="export a run's policies and models to ONNX, checked against Python with onnxruntime",
+        description="Write RUN/export/*.onnx (neural policy, sparse policy, dynamics, reward). Each file is run with "
+                    "onnxruntime on states sampled from the run's data bounds and refused if it differs from the "
+                    "Python reference by more than --tol; sizes and parity errors go into summary.json.",
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--what", choices=_WHAT, default="all",
+                   help="what to export (default all: every artifact the run has)")
+    p.add_argument("--quantize", action="store_true",
+                   help="also write policy.int8.onnx (int8 dynamic quantisation) and compare its real-env return")
+    p.add_argument("--n-states", type=_int_at_least(0), default=10_000,
+                   help="parity states per file (default 10000; 0 skips the check)")
+    p.add_argument("--tol", type=float, default=1e-5, help="largest accepted max-abs parity error (default 1e-5)")
+    p.add_argument("--seed", type=int, default=None, help="seed of parity states and evaluation (default: run seed)")
+    p.add_argument("--episodes", type=_int_at_least(1), default=None,
+                   help="real episodes for the float/int8 return comparison (default: dyna.final_eval_episodes)")
+    p.set_defaults(func=cmd_export)
