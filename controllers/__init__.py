@@ -6,7 +6,7 @@ Everything here reads a :class:`sindyrl.sparse.SparseModel`; the CasADi backend
 
 from .casadi_backend import casadi_expr, casadi_function
 from .codegen import CompiledMPC, compile_shared, generate_solver_c
-from .costs import Cost, QuadraticCost, RewardCost
+from .costs import CASADI_REWARDS, KNOWN_TARGETS, Cost, QuadraticCost, RewardCost, pendulum_reward
 from .lqr import LQR, Equilibrium, find_equilibrium, linearise
 from .mpc import MPC, MPCStats
 
@@ -16,6 +16,9 @@ __all__ = [
     "Cost",
     "QuadraticCost",
     "RewardCost",
+    "pendulum_reward",
+    "CASADI_REWARDS",
+    "KNOWN_TARGETS",
     "LQR",
     "Equilibrium",
     "find_equilibrium",

@@ -237,9 +237,11 @@ class MPC:
             w, p, J = self._nlp["x"], self._nlp["p"], self._nlp["f"]
             lam_f = ca.SX.sym("lam_f")
             lam_g = ca.SX.sym("lam_g", self._n_g)
-            H = ca.triu(lam_f * ca.hessian(J, w)[0])
+            H = lam_f * ca.hessian(J, w)[0]
+            if self.solver_name == "ipopt":
+                H = ca.triu(H)  # ipopt reads the upper triangle; sqpmethod's convexification needs the full matrix
             opts["hess_lag"] = ca.Function("nlp_hess_l", [w, p, lam_f, lam_g], [H],
-                                           ["x", "p", "lam_f", "lam_g"], ["triu_hess_gamma_x_x"])
+                                           ["x", "p", "lam_f", "lam_g"], ["hess_gamma_x_x"])
             if not isinstance(self.cost, QuadraticCost) and self.solver_name == "sqpmethod":
                 # a reward's Hessian may be indefinite: clip its negative eigenvalues for qrqp
                 opts["convexify_strategy"] = "eigen-clip"

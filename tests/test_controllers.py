@@ -383,7 +383,7 @@ def test_control_command_writes_results(pendulum_run):
 def test_control_stage_quadratic_cost_and_generated_c(pendulum_run):
     from controllers.stage_fn import control
 
-    out = control(pendulum_run, method="mpc", horizon=20, n_episodes=1, solver="c", cost="quadratic",
+    out = control(pendulum_run, method="mpc", horizon=12, n_episodes=1, solver="c", cost="quadratic",
                   target=TARGET, compare=False, echo=lambda *a: None)
     assert out["control_mpc_c_return_mean"] >= -200
     assert list((pendulum_run.path / "controllers" / "build").glob("lib*.so"))
@@ -401,3 +401,24 @@ def test_control_bad_input(pendulum_run, capsys):
         control(pendulum_run, method="pid")
     assert main(["control", str(pendulum_run.path / "nothing")]) != 0
     assert "run directory not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ example
+def test_example_control_design_runs_on_a_tiny_budget():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    r = subprocess.run(
+        [sys.executable, "examples/control_design.py", "--random-steps", "1500", "--episodes", "1", "--max-steps",
+         "60", "--horizon", "10", "--lqr-starts", "10"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert "LQR from 10 starts within 0.2 rad: 100% end within 0.05 rad" in out
+    assert "generated C vs Python sqpmethod on the same states: max |du| = 0.0e+00" in out or (
+        "max |du| = " in out and float(out.split("max |du| = ")[1].split(";")[0]) < 1e-8)
