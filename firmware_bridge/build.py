@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .codegen import GeneratedC
+from .protocol import MAX_PAYLOAD
+
+#: Largest model the protocol carries: BENCH sends 5 bytes + the inputs, ERROR 2 bytes + the outputs.
+MAX_INPUTS = (MAX_PAYLOAD - 5) // 4
+MAX_OUTPUTS = (MAX_PAYLOAD - 2) // 4
 
 __all__ = [
-    "BOARD_DIR", "TARGETS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS", "FirmwareBuild", "BuildError",
+    "BOARD_DIR", "TARGETS", "MAX_INPUTS", "MAX_OUTPUTS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS", "FirmwareBuild", "BuildError",
     "missing_tools", "build_firmware", "build_decoder_harness", "build_shared_library", "section_sizes",
 ]
 
@@ -126,6 +131,11 @@ def build_firmware(
         raise ValueError(f"unknown firmware target {target!r}; expected one of {TARGETS}")
     if sanitize and target != "host":
         raise ValueError("sanitize=True is only available for the host target")
+    if not 1 <= gen.n_in <= MAX_INPUTS or not 1 <= gen.n_out <= MAX_OUTPUTS:
+        raise ValueError(
+            f"build_firmware: model {gen.name} has {gen.n_in} inputs and {gen.n_out} outputs; the board protocol "
+            f"carries 1..{MAX_INPUTS} inputs and 1..{MAX_OUTPUTS} outputs"
+        )
     missing = missing_tools(target)
     if missing:
         raise BuildError(f"cannot build for {target}: missing {', '.join(missing)}")

@@ -473,7 +473,10 @@ def _mlp_layers(modules, where: str) -> tuple[list, list, list]:
     import torch.nn as nn
 
     ws, bs, acts = [], [], []
-    for mod in modules:
+    flat: list = []
+    for mod in modules:  # SB3 nests Sequentials (e.g. SAC's mean layer with clip_mean)
+        flat += list(mod) if isinstance(mod, nn.Sequential) else [mod]
+    for mod in flat:
         if isinstance(mod, nn.Linear):
             ws.append(mod.weight.detach().cpu().numpy().T.copy())
             bs.append(
@@ -502,9 +505,11 @@ def neural_spec_from_sb3(
 ) -> NeuralSpec:
     """Read the deterministic actor of an SB3 agent (or policy) into a :class:`NeuralSpec`.
 
-    Supported: TD3/DDPG (``actor.mu``), SAC without gSDE (``actor.latent_pi`` +
-    ``actor.mu`` + tanh squash) and on-policy ActorCriticPolicy (PPO/A2C:
-    ``mlp_extractor.policy_net`` + ``action_net``, Gaussian mean, clipped), each
+    Supported: TD3/DDPG (``actor.mu``), SAC (``actor.latent_pi`` + ``actor.mu``
+    + tanh squash; with gSDE too, unless ``clip_mean`` adds a Hardtanh) and
+    on-policy ActorCriticPolicy (PPO/A2C: ``mlp_extractor.policy_net`` +
+    ``action_net``; the deterministic action is the distribution's mean, also
+    with gSDE, squashed by tanh when ``squash_output``, else clipped), each
     with a flatten feature extractor over a 1-D Box observation and a Box action
     space. ``obs_normalizer`` is an SB3 ``VecNormalize`` (its observation
     statistics are folded into the C code). Anything else raises ValueError.
@@ -528,8 +533,6 @@ def neural_spec_from_sb3(
 
     actor = getattr(policy, "actor", None)
     if actor is not None and hasattr(actor, "mu") and hasattr(actor, "latent_pi"):  # SAC
-        if getattr(actor, "use_sde", False):
-            raise ValueError(f"{where}: SAC with gSDE is not supported")
         check_fe(actor.features_extractor, "the actor's features extractor")
         ws, bs, acts = _mlp_layers(list(actor.latent_pi) + [actor.mu], where)
         if acts[-1] != "identity":
@@ -541,11 +544,13 @@ def neural_spec_from_sb3(
         ws, bs, acts = _mlp_layers(list(actor.mu), where)
         squash = bool(policy.squash_output)
     elif hasattr(policy, "mlp_extractor") and hasattr(policy, "action_net"):  # PPO / A2C
-        if getattr(policy, "use_sde", False) or policy.squash_output:
-            raise ValueError(f"{where}: gSDE / squashed on-policy policies are not supported")
         check_fe(policy.pi_features_extractor, "the policy's features extractor")
         ws, bs, acts = _mlp_layers(list(policy.mlp_extractor.policy_net) + [policy.action_net], where)
-        squash = False
+        squash = bool(policy.squash_output)  # only with gSDE: the mode is then tanh(mean)
+        if squash:
+            if acts[-1] != "identity":
+                raise ValueError(f"{where}: unexpected activation after the action layer")
+            acts[-1] = "tanh"
     else:
         raise ValueError(
             f"{where}: unsupported policy architecture; supported are TD3/DDPG, SAC and PPO/A2C MLP policies"

@@ -192,7 +192,7 @@ def run_policy_hil(
     max_steps: int | None = None,
     timeout: float = 2.0,
     retries: int = 2,
-    bench_calls: int = 200,
+    bench_calls: int = 1000,
     echo: Callable[[str], None] = print,
 ) -> HilReport:
     """HIL for a policy object: a SparseModel (sparse) or an SB3 agent (neural).
