@@ -14,12 +14,13 @@ import numpy as np
 
 from sindyrl.sparse import UNIT_EPS, SparseModel
 
-__all__ = ["casadi_expr", "casadi_function", "SymbolicModel"]
+__all__ = ["casadi_expr", "casadi_function", "Symbolic"]
 
-SymbolicModel = ca.SX | ca.MX
+#: A CasADi symbolic (or numeric DM) column.
+Symbolic = ca.SX | ca.MX | ca.DM
 
 
-def _factor(x: SymbolicModel, idx: int, kind: str, p: float) -> SymbolicModel:
+def _factor(x: Symbolic, idx: int, kind: str, p: float) -> Symbolic:
     xi = x[idx]
     if kind == "pow":
         return xi ** int(p) if int(p) != 1 else xi
@@ -30,7 +31,7 @@ def _factor(x: SymbolicModel, idx: int, kind: str, p: float) -> SymbolicModel:
     raise ValueError(f"casadi backend: unknown factor kind {kind!r}")
 
 
-def casadi_expr(model: SparseModel, x: SymbolicModel, coef: np.ndarray | None = None) -> SymbolicModel:
+def casadi_expr(model: SparseModel, x: Symbolic, coef: np.ndarray | None = None) -> Symbolic:
     """The model's outputs as a CasADi column expression of the input column ``x``.
 
     Parameters

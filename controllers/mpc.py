@@ -276,6 +276,7 @@ class MPC:
         return x
 
     def clip_action(self, u: np.ndarray) -> np.ndarray:
+        """``u`` clipped to the action bounds (unchanged without bounds)."""
         if self.action_bounds is None:
             return u
         return np.clip(u, self.action_bounds[0], self.action_bounds[1])
@@ -300,18 +301,24 @@ class MPC:
         """Primal guess and multipliers for a solve at state ``x``: the shifted previous plan, or a rollout."""
         if not self.warm_start or self._w is None:
             return self.rollout_guess(x), None, None
-        N, nx, nu = self.horizon, self.n_x, self.n_u
-        stride = nx + nu
+        N, nx = self.horizon, self.n_x
+        ix, iu = self._ix, self._iu
 
         def shift(v: np.ndarray) -> np.ndarray:
-            # drop stage 0, repeat the last stage
-            s = np.concatenate([v[stride:], v[-(stride + nx):]])
-            return s[: self._n_w]
+            # stage k takes stage k + 1; the last action and the final state are held
+            s = v.copy()
+            s[ix[:N]] = v[ix[1:]]
+            s[iu[: N - 1]] = v[iu[1:]]
+            return s
 
         w = shift(self._w)
-        w[self._ix[N]] = w[self._ix[N - 1]] if N > 1 else w[self._ix[N]]
-        w[self._ix[0]] = x
+        # extend the plan by one model step with the held last action, so the guess obeys the dynamics
+        x_end = np.asarray(self.f(w[ix[N - 1]], w[iu[N - 1]])).reshape(-1)
+        if np.all(np.isfinite(x_end)):
+            w[ix[N]] = x_end
+        w[ix[0]] = x
         lam_x = shift(self._lam_x)
+        # constraint blocks: [initial state, dynamics 0 .. N-1]; each takes its successor's multiplier
         lam_g = np.concatenate([self._lam_g[nx:], self._lam_g[-nx:]])
         return w, lam_x, lam_g
 
@@ -376,7 +383,7 @@ class MPC:
         self._plan_pos = min(self._plan_pos + 1, self.horizon - 1)
         return self.clip_action(self._plan_u[self._plan_pos])
 
-    def act(self, obs, return_stats: bool = False):
+    def act(self, obs, return_stats: bool = False) -> np.ndarray | tuple[np.ndarray, MPCStats]:
         """First action of the plan at ``obs`` (shape (n_u,)); with ``return_stats`` also the :class:`MPCStats`."""
         stats = self.solve(obs)
         return (stats.action.copy(), stats) if return_stats else stats.action.copy()

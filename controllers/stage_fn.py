@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -317,6 +316,15 @@ def stage(run: Run, methods: Sequence[str] = METHODS, echo: Callable[..., None] 
 
     ``options`` go to :func:`control` (``horizon``, ``n_episodes``, ``solver``, ``cost``, ``target``, ``seed``).
     """
+    allowed = {"horizon", "n_episodes", "solver", "cost", "target", "seed", "compare"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"stages.controllers: unknown option(s) {sorted(unknown)}; allowed: methods, {sorted(allowed)}")
+    if isinstance(methods, str):
+        methods = [methods]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"stages.controllers.methods: unknown method(s) {bad}; expected some of {METHODS}")
     out: dict = {}
     for m in methods:
         if m == "lqr" and _target(run, options.get("target"), len(run.obs_names)) is None:
@@ -325,7 +333,3 @@ def stage(run: Run, methods: Sequence[str] = METHODS, echo: Callable[..., None] 
         out.update(control(run, method=m, echo=echo, **options))
     return out
 
-
-def control_paths(run: Run) -> tuple[Path, Path]:
-    """``control.json`` and ``control.md`` of a run."""
-    return run.path / "control.json", run.path / "control.md"

@@ -389,6 +389,17 @@ def test_control_stage_quadratic_cost_and_generated_c(pendulum_run):
     assert list((pendulum_run.path / "controllers" / "build").glob("lib*.so"))
 
 
+def test_control_stage_for_the_pipeline(pendulum_run):
+    from controllers.stage_fn import stage
+
+    out = stage(pendulum_run, methods=["lqr"], n_episodes=1, compare=False, echo=lambda *a: None)
+    assert set(out) >= {"control_lqr_return_mean", "control_lqr_step_ms", "control_lqr_spectral_radius"}
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['horizn'\]"):
+        stage(pendulum_run, horizn=10)
+    with pytest.raises(ValueError, match="unknown method"):
+        stage(pendulum_run, methods=["pid"])
+
+
 def test_control_bad_input(pendulum_run, capsys):
     from controllers.stage_fn import control
     from sindyrl.cli import main
