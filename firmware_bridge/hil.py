@@ -165,16 +165,18 @@ def default_board() -> str:
 
 
 def _export_onnx(policy: Any, kind: str, path: Path, vecnormalize: Any, obs_names, action_names) -> Path:
-    try:
-        import export
+    try:  # submodules: they resolve even where ``export`` is installed as a namespace package
+        if kind == "sparse":
+            from export.sparse_model import export_sparse_model
+        else:
+            from export.neural import export_policy
     except ImportError as e:
         raise RuntimeError(f"--board onnx needs the export package to write the ONNX policy ({e})") from None
     if kind == "sparse":
-        n_states = 1000 if policy.input_bounds is not None else 0
-        export.export_sparse_model(policy, path, n_states=n_states)
+        export_sparse_model(policy, path, n_states=1000 if policy.input_bounds is not None else 0)
     else:
-        export.export_policy(policy, path, vecnormalize=vecnormalize, obs_names=obs_names,
-                             action_names=action_names, n_states=1000)
+        export_policy(policy, path, vecnormalize=vecnormalize, obs_names=obs_names, action_names=action_names,
+                      n_states=1000)
     return path
 
 
@@ -344,6 +346,11 @@ def stage(run: Any, board: str | None = None, policy: str = "auto", episodes: in
     ``policy="auto"`` takes the sparse policy when the run has one, else the neural agent.
     Returns the ``hil_`` summary keys.
     """
+    allowed = {"seed", "max_steps", "timeout", "retries", "bench_calls", "onnx_path", "echo"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"stages.firmware_bridge: unknown option(s) {sorted(unknown)}; expected board, policy, "
+                         f"episodes or {sorted(allowed - {'echo'})}")
     board = board or default_board()
     if policy == "auto":
         policy = "sparse" if Path(run.model_path("policy")).is_file() else "neural"
