@@ -198,9 +198,11 @@ def _resolve_exporter(exporter: str) -> str:
 def _torch_export(module: nn.Module, n_obs: int, exporter: str) -> onnx.ModelProto:
     # batch 2: torch.export specialises dimensions of size 1, which would fix the batch
     dummy = torch.zeros(2, n_obs, dtype=torch.float32)
-    torch_log = logging.getLogger("torch.onnx")
-    level = torch_log.level
-    torch_log.setLevel(logging.ERROR)  # the dynamo exporter logs progress and unrelated torchvision notes
+    # the dynamo exporter and onnxscript's optimiser log progress and unrelated torchvision notes at INFO/WARNING
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -219,7 +221,8 @@ def _torch_export(module: nn.Module, n_obs: int, exporter: str) -> onnx.ModelPro
                 )
                 proto = onnx.load_model_from_string(buf.getvalue())
     finally:
-        torch_log.setLevel(level)
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
     # one batch-dimension name whichever exporter ran
     for vi in list(proto.graph.input) + list(proto.graph.output):
         d0 = vi.type.tensor_type.shape.dim[0]

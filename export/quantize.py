@@ -47,10 +47,13 @@ class QuantizeResult:
         return self.n_bytes / self.float_bytes
 
 
-class _DropPreprocessAdvice(logging.Filter):
-    # quantize_dynamic always advises "pre-processing", which matters for static quantisation only
+class _QuietQuantizer(logging.Filter):
+    # onnxruntime.quantization logs on the root logger: per-tensor INFO notes, and advice to "pre-process"
+    # that matters for static quantisation only
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+        if "onnxruntime" not in record.pathname.replace("\\", "/"):
+            return True
+        return record.levelno >= logging.WARNING and "pre-processing before quantization" not in record.getMessage()
 
 
 def quantize(
@@ -85,7 +88,7 @@ def quantize(
         raise ValueError(f"{src}: sparse models are not quantised (a few coefficients; int8 would only lose accuracy)")
     dst = Path(dst) if dst is not None else src.with_name(src.name.removesuffix(".onnx") + ".int8.onnx")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    advice = _DropPreprocessAdvice()
+    advice = _QuietQuantizer()
     logging.getLogger().addFilter(advice)
     try:
         with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:

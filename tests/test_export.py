@@ -195,17 +195,17 @@ def test_unsupported_policies_are_refused(tmp_path):
         action_space = spaces.Box(-1, 1, (1,), dtype=np.float32)
 
     with pytest.raises(TypeError, match="image observations"):
-        export_policy(PPO("CnnPolicy", ImageEnv(), n_steps=8, device="cpu"), tmp_path / "x.onnx")
+        export_policy(PPO("CnnPolicy", ImageEnv(), n_steps=8, batch_size=8, device="cpu"), tmp_path / "x.onnx")
     with pytest.raises(TypeError, match="dict observations"):
-        export_policy(PPO("MultiInputPolicy", DictEnv(), n_steps=8, device="cpu"), tmp_path / "x.onnx")
+        export_policy(PPO("MultiInputPolicy", DictEnv(), n_steps=8, batch_size=8, device="cpu"), tmp_path / "x.onnx")
     with pytest.raises(TypeError, match="Discrete actions"):
-        export_policy(PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=8, device="cpu"), tmp_path / "x.onnx")
+        export_policy(PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=8, batch_size=8, device="cpu"), tmp_path / "x.onnx")
     with pytest.raises(TypeError, match="stable-baselines3 model"):
         export_policy(object(), tmp_path / "x.onnx")
     pend = SAC("MlpPolicy", gym.make("Pendulum-v1"), device="cpu", policy_kwargs={"net_arch": [8]})
     with pytest.raises(ValueError, match="obs_names has 2 names"):
         export_policy(pend, tmp_path / "x.onnx", obs_names=["a", "b"])
-    unbounded = PPO("MlpPolicy", TwoActionEnv(), n_steps=8, device="cpu")
+    unbounded = PPO("MlpPolicy", TwoActionEnv(), n_steps=8, batch_size=8, device="cpu")
     unbounded.observation_space = spaces.Box(-np.inf, np.inf, (5,), dtype=np.float32)
     with pytest.raises(ValueError, match="no box to sample states"):
         export_policy(unbounded, tmp_path / "x.onnx")

@@ -107,3 +107,23 @@ def test_run_with_vecnormalize(run):
     agent = run.load_agent()
     X = np.random.default_rng(0).uniform([-1, -1, -8], [1, 1, 8], (500, 3)).astype(np.float32)
     np.testing.assert_allclose(m(X), agent.predict(vn.normalize_obs(X), deterministic=True)[0], atol=1e-5, rtol=0)
+
+
+def test_inference_benchmark_runs_on_a_tiny_budget(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "inference.json"
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "inference.py"), "--repeats", "1", "--min-time", "0.001",
+         "--net-arch", "16,16", "--n-states", "500",
+         "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["results"][0]
+    assert set(res["latency_us"]) == {"1", "1024"}
+    assert all(v > 0 for lat in res["latency_us"].values() for v in lat.values())
+    assert res["bytes"]["onnx_int8"] < res["bytes"]["onnx_float"] < res["bytes"]["checkpoint_zip"]
+    assert res["parity_max_abs"]["onnx_float"] <= 1e-5 and "| onnxruntime int8 |" in proc.stdout
