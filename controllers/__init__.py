@@ -2,30 +2,44 @@
 
 Everything here reads a :class:`sindyrl.sparse.SparseModel`; the CasADi backend
 (:func:`casadi_function`) is the symbolic twin of ``SparseModel.evaluate``.
+Top-level names are imported lazily, so the CLI can register the ``control``
+command without importing CasADi.
 """
 
-from .casadi_backend import casadi_expr, casadi_function
-from .codegen import CompiledMPC, compile_shared, generate_solver_c
-from .costs import CASADI_REWARDS, KNOWN_TARGETS, Cost, QuadraticCost, RewardCost, pendulum_reward
-from .lqr import LQR, Equilibrium, find_equilibrium, linearise
-from .mpc import MPC, MPCStats
+from __future__ import annotations
 
-__all__ = [
-    "casadi_expr",
-    "casadi_function",
-    "Cost",
-    "QuadraticCost",
-    "RewardCost",
-    "pendulum_reward",
-    "CASADI_REWARDS",
-    "KNOWN_TARGETS",
-    "LQR",
-    "Equilibrium",
-    "find_equilibrium",
-    "linearise",
-    "MPC",
-    "MPCStats",
-    "CompiledMPC",
-    "generate_solver_c",
-    "compile_shared",
-]
+import importlib
+from typing import Any
+
+_NAMES = {
+    "casadi_expr": "controllers.casadi_backend",
+    "casadi_function": "controllers.casadi_backend",
+    "Cost": "controllers.costs",
+    "QuadraticCost": "controllers.costs",
+    "RewardCost": "controllers.costs",
+    "pendulum_reward": "controllers.costs",
+    "CASADI_REWARDS": "controllers.costs",
+    "KNOWN_TARGETS": "controllers.costs",
+    "LQR": "controllers.lqr",
+    "Equilibrium": "controllers.lqr",
+    "find_equilibrium": "controllers.lqr",
+    "linearise": "controllers.lqr",
+    "MPC": "controllers.mpc",
+    "MPCStats": "controllers.mpc",
+    "CompiledMPC": "controllers.codegen",
+    "generate_solver_c": "controllers.codegen",
+    "compile_shared": "controllers.codegen",
+    "control": "controllers.stage_fn",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'controllers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

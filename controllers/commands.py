@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from .stage_fn import COSTS, METHODS, MPC_SOLVERS
+# the choices of controllers.stage_fn, repeated here so that registering the command imports nothing heavy
+METHODS = ("lqr", "mpc")
+MPC_SOLVERS = ("ipopt", "sqpmethod", "c")
+COSTS = ("auto", "reward", "quadratic")
 
 __all__ = ["register", "cmd_control"]
 

@@ -69,7 +69,31 @@ def check_bounds(bounds, n: int, key: str) -> tuple[np.ndarray, np.ndarray] | No
 
 @dataclass
 class MPCStats:
-    """Statistics of one :meth:`MPC.act` call."""
+    """Statistics of one :meth:`MPC.act` call.
+
+    Attributes
+    ----------
+    action : array (n_u,)
+        The action applied (first planned action, or the fallback).
+    success : bool
+        Whether this solve produced an accepted plan.
+    status : str
+        The solver's return status.
+    iterations : int
+        Solver iterations (-1 when unknown, e.g. generated C).
+    solve_time : float
+        Wall time of the solve in seconds.
+    cost : float
+        Optimal cost of the plan (NaN on failure).
+    fallback : bool
+        True when the action comes from the previous plan.
+    failures : int
+        Failed solves since the last :meth:`MPC.reset`.
+    plan_u : array (N, n_u)
+        The plan the action comes from (on failure: the last good plan).
+    plan_x : array (N + 1, n_x)
+        Predicted states of this solve (NaN on failure).
+    """
 
     action: np.ndarray
     success: bool

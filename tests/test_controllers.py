@@ -400,6 +400,13 @@ def test_control_stage_for_the_pipeline(pendulum_run):
         stage(pendulum_run, methods=["pid"])
 
 
+def test_command_choices_match_the_stage():
+    from controllers import commands, stage_fn
+
+    assert (commands.METHODS, commands.MPC_SOLVERS, commands.COSTS) == (
+        stage_fn.METHODS, stage_fn.MPC_SOLVERS, stage_fn.COSTS)
+
+
 def test_control_bad_input(pendulum_run, capsys):
     from controllers.stage_fn import control
     from sindyrl.cli import main
