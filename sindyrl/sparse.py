@@ -421,29 +421,48 @@ class SparseModel:
         if fit_names is None:
             fit_names = [f"x{i}" for i in range(n_x)] + [f"u{i}" for i in range(n_u)]
         fit_names = list(fit_names)
-        lib = fitted.feature_library
-        feat_names = lib.get_feature_names(fit_names)
-        terms = [_parse_feature_name(s, fit_names) for s in feat_names]
-        if check:
-            rng = np.random.default_rng(0)
-            Z = rng.uniform(-1.5, 1.5, size=(7, len(fit_names)))
-            ours = SparseModel(fit_names, ["y"], terms, np.zeros((1, len(terms)))).features(Z)
-            theirs = np.asarray(lib.transform([Z])[0])
-            if theirs.shape != ours.shape or not np.allclose(ours, theirs, rtol=1e-9, atol=1e-9):
-                raise ValueError(
-                    f"from_pysindy: cannot represent library {type(lib).__name__} exactly "
-                    "(its features differ from the parsed terms)"
-                )
-        ens = None
         opt = getattr(fitted, "optimizer", None)
         cl = getattr(opt, "coef_list", None)
-        if cl:
-            ens = np.asarray(cl, dtype=np.float64)
-        return cls(
-            inputs=list(inputs) if inputs is not None else fit_names,
-            outputs=list(outputs) if outputs is not None else fit_names[:n_x],
-            terms=terms, coef=coef, ensemble=ens, name=name, **kwargs,
+        model = cls.from_library(
+            fitted.feature_library, fit_names, coef, list(outputs) if outputs is not None else fit_names[:n_x],
+            ensemble=np.asarray(cl, dtype=np.float64) if cl else None, name=name, check=check, **kwargs,
         )
+        if inputs is not None:
+            if len(inputs) != len(fit_names):
+                raise ValueError(f"from_pysindy: {len(inputs)} input names given, the model has {len(fit_names)} inputs")
+            model.inputs = [str(n) for n in inputs]
+        return model
+
+    @classmethod
+    def from_library(
+        cls,
+        library: Any,
+        inputs: Sequence[str],
+        coef: np.ndarray,
+        outputs: Sequence[str],
+        ensemble: np.ndarray | None = None,
+        check: bool = True,
+        **kwargs,
+    ) -> SparseModel:
+        """Build from a fitted pysindy feature library and coefficients over its features.
+
+        Terms are parsed from ``library.get_feature_names(inputs)`` and, with
+        ``check``, compared with ``library.transform`` on random inputs.
+        """
+        inputs = [str(n) for n in inputs]
+        feat_names = library.get_feature_names(inputs)
+        terms = [_parse_feature_name(s, inputs) for s in feat_names]
+        if check:
+            rng = np.random.default_rng(0)
+            Z = rng.uniform(-1.5, 1.5, size=(7, len(inputs)))
+            ours = SparseModel(inputs, ["y"], terms, np.zeros((1, len(terms)))).features(Z)
+            theirs = np.asarray(library.transform([Z])[0])
+            if theirs.shape != ours.shape or not np.allclose(ours, theirs, rtol=1e-9, atol=1e-9):
+                raise ValueError(
+                    f"from_pysindy: cannot represent library {type(library).__name__} exactly "
+                    "(its features differ from the parsed terms)"
+                )
+        return cls(inputs=inputs, outputs=list(outputs), terms=terms, coef=coef, ensemble=ensemble, **kwargs)
 
 
 _TRIG = re.compile(r"^(sin|cos)\(([-+0-9.eE]+) (.+)\)$")

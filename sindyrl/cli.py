@@ -1,0 +1,228 @@
+"""``sindyrl`` command line: a thin layer over the Python API.
+
+    sindyrl run CONFIG             the whole pipeline (train, distill, export, control, hil, report)
+    sindyrl train CONFIG           the Dyna loop only;  sindyrl train --resume RUN  continues a run
+    sindyrl fit CONFIG             collect random data, fit the sparse models, print the equations
+    sindyrl distill RUN            sparse policy from the run's neural policy
+    sindyrl report RUN             report.html / report.md of a run
+
+Other packages add their own commands (export, control, board, hil, robust, sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+# packages that add commands: module -> register(subparsers)
+_PLUGINS = ("export.commands", "controllers.commands", "firmware_bridge.commands", "sindyrl.robust.commands",
+            "sindyrl.sweep")
+
+
+def _limit_threads() -> None:
+    """Small models and batches: one BLAS/torch thread is fastest, and avoids oversubscription."""
+    n = int(os.environ.get("SINDYRL_THREADS", "1"))
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover
+        pass
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _echo(quiet: bool):
+    return (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .pipeline import run_pipeline
+    from .runs import Run
+
+    cfg = load_config(args.config, args.set)
+    if args.resume:
+        run = Run.open(args.resume)
+    else:
+        run = Run.create(cfg, root=args.runs_dir, name=args.name)
+    echo = _echo(args.quiet)
+    echo(f"sindyrl run: {args.config} -> {run.path}")
+    skip = [s for s in (args.skip or "").split(",") if s]
+    summary = run_pipeline(run.config, run, skip=skip, echo=echo, progress_bar=not args.quiet)
+    _print_summary(run, summary)
+    return 0
+
+
+def _print_summary(run, summary: dict) -> None:
+    keys = ["real_steps_collect", "real_steps_eval", "eval_return_mean", "eval_return_std",
+            "neural_policy_return_mean", "sparse_policy_return_mean", "neural_policy_params", "sparse_policy_nnz",
+            "onnx_parity_max_abs", "control_mpc_return_mean", "control_lqr_return_mean", "hil_return_mean"]
+    print("\n=== summary")
+    for k in keys:
+        if k in summary and summary[k] is not None:
+            v = summary[k]
+            print(f"  {k:28s} {v:.4g}" if isinstance(v, float) else f"  {k:28s} {v}")
+    print(f"\nartifacts in {run.path}/")
+    for sub in ("config.yaml", "data/real.npz", "models", "agent/agent.zip", "export", "firmware", "plots",
+                "metrics.csv", "summary.json", "report.html"):
+        if (run.path / sub).exists():
+            print(f"  {run.path / sub}")
+    if "report_html" in summary:
+        print(f"\nreport: {summary['report_html']}")
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .pipeline import stage_train
+    from .runs import Run
+
+    if args.resume:
+        run = Run.open(args.resume)
+        print(f"sindyrl train: resuming {run.path}", flush=True)
+    else:
+        if not args.config:
+            raise ValueError("sindyrl train: give a CONFIG or --resume RUN")
+        run = Run.create(load_config(args.config, args.set), root=args.runs_dir, name=args.name)
+        print(f"sindyrl train: {args.config} -> {run.path}", flush=True)
+    summary = stage_train(run, echo=_echo(args.quiet), progress_bar=not args.quiet)
+    run.update_summary(summary)
+    _print_summary(run, summary)
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .config import load_config
+    from .data import TransitionBuffer, collect
+    from .dyna import fit_models
+    from .envs import env_spec, make_env
+
+    cfg = load_config(args.config, args.set)
+    spec = env_spec(cfg.env)
+    if args.data:
+        buf = TransitionBuffer.load(args.data)
+        print(f"[data] {len(buf)} transitions from {args.data}")
+    else:
+        env = make_env(cfg.env, seed=cfg.seed)
+        buf = collect(env, cfg.collect.random_steps, seed=cfg.seed, max_episode_steps=cfg.collect.random_episode_steps)
+        env.close()
+        print(f"[collect] {len(buf)} random real steps from {cfg.env.id}")
+    if (buf.n_obs, buf.n_act) != (len(spec.obs_names), len(spec.action_names)):
+        raise ValueError(f"{args.data}: data has {buf.n_obs} observations/{buf.n_act} actions, "
+                         f"{cfg.env.id} has {len(spec.obs_names)}/{len(spec.action_names)}")
+    dyn, reward, scores = fit_models(cfg, buf, spec, cfg.seed)
+    print(f"dynamics ({dyn.model_.nnz} nonzero terms, {dyn.model_.n_models} ensemble members):")
+    for line in dyn.equations():
+        print("  " + line)
+    if not cfg.reward.known:
+        print("reward:")
+        for line in reward.equations():
+            print("  " + line)
+    for k, v in scores.items():
+        print(f"  {k}: {v:.4g}")
+    if args.out:
+        out = Path(args.out)
+        dyn.model_.to_json(out / "dynamics.json")
+        if not cfg.reward.known:
+            reward.model_.to_json(out / "reward.json")
+        buf.save(out / "real.npz")
+        print(f"models and data written to {out}/")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from .policy import distill_run
+    from .runs import Run
+
+    run = Run.open(args.run)
+    summary = distill_run(run, echo=_echo(False))
+    run.update_summary(summary)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .runs import Run
+
+    paths = write_report(Run.open(args.run))
+    print(f"report: {paths['html']}\n        {paths['md']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sindyrl", description="Interpretable model-based control with sparse models.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run the whole pipeline on a config")
+    r.add_argument("config", help="YAML config (see examples/configs)")
+    r.add_argument("--name", help="run name (default: config name + timestamp)")
+    r.add_argument("--runs-dir", default="runs", help="parent directory of run directories (default: runs)")
+    r.add_argument("--resume", metavar="RUN", help="continue an interrupted run directory")
+    r.add_argument("--skip", help="comma-separated stages to skip (train,distill,export,control,hil,report)")
+    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("train", help="the Dyna loop only (collect, fit, train in the surrogate)")
+    t.add_argument("config", nargs="?", help="YAML config")
+    t.add_argument("--resume", metavar="RUN", help="continue this run directory")
+    t.add_argument("--name")
+    t.add_argument("--runs-dir", default="runs")
+    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    t.set_defaults(func=cmd_train)
+
+    f = sub.add_parser("fit", help="fit the sparse models only and print their equations")
+    f.add_argument("config")
+    f.add_argument("--data", help="transitions .npz (default: collect config.collect.random_steps random steps)")
+    f.add_argument("--out", help="write models JSON and data here")
+    f.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    f.set_defaults(func=cmd_fit)
+
+    d = sub.add_parser("distill", help="distil a run's neural policy into a sparse policy")
+    d.add_argument("run", help="run directory")
+    d.set_defaults(func=cmd_distill)
+
+    rp = sub.add_parser("report", help="write report.html and report.md for a run")
+    rp.add_argument("run", help="run directory")
+    rp.set_defaults(func=cmd_report)
+
+    for mod in _PLUGINS:
+        try:
+            m = importlib.import_module(mod)
+        except ImportError as e:
+            if getattr(e, "name", None) and mod.startswith(e.name):
+                continue  # package not present in this installation
+            raise
+        m.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _limit_threads()
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""YAML run configuration -> typed, validated dataclasses.
+
+Every error names the key path (``agent.algo``) and what was expected, so a
+config written by someone else fails with one readable line, not a stack trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "Config", "EnvConfig", "CollectConfig", "LibraryConfig", "DynamicsConfig", "RewardConfig",
+    "AgentConfig", "SurrogateConfig", "DynaConfig", "DistillConfig", "ConfigError",
+    "load_config", "config_from_dict", "config_to_dict", "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class EnvConfig:
+    """The real environment.
+
+    ``id`` is a gymnasium id (``Pendulum-v1``), a dm_control id through shimmy
+    (``dm_control/cartpole-swingup-v0``; dict observations are flattened), or
+    ``"module:Class"`` for any gymnasium.Env subclass.
+    """
+
+    id: str
+    kwargs: dict = field(default_factory=dict)
+    obs_names: list[str] | None = None
+    action_names: list[str] | None = None
+    #: pairs of observation names that are (cos, sin) of one angle
+    unit_pairs: list[list[str]] = field(default_factory=list)
+    max_episode_steps: int | None = None
+
+
+@dataclass
+class CollectConfig:
+    """Real-environment data collection."""
+
+    #: random-action steps before the first model fit
+    random_steps: int = 2000
+    #: cap on the length of a random-collection episode (None: the env's own horizon)
+    random_episode_steps: int | None = None
+    #: real steps collected with the current policy after each Dyna iteration
+    steps_per_iteration: int = 500
+    #: sample the policy's actions (True) or act deterministically (False)
+    stochastic: bool = True
+
+
+@dataclass
+class LibraryConfig:
+    """Candidate terms: polynomials over states (and controls), optional Fourier terms."""
+
+    degree: int = 2
+    #: ``full``: polynomial of the given degree over (x, u) jointly;
+    #: ``affine``: poly(x) + poly(x, degree=control_degree) * u (control-affine)
+    control: Literal["full", "affine"] = "full"
+    control_degree: int = 1
+    include_bias: bool = True
+    include_interaction: bool = True
+    #: number of Fourier frequencies over the states (0: none)
+    fourier: int = 0
+
+
+@dataclass
+class DynamicsConfig:
+    """E-SINDy dynamics model x[k+1] = Theta(x[k], u[k]) Xi."""
+
+    library: LibraryConfig = field(default_factory=LibraryConfig)
+    threshold: float = 1e-3
+    alpha: float = 1e-5
+    normalize_columns: bool = False
+    n_models: int = 20
+    bagging: bool = True
+    library_ensemble: bool = True
+    n_candidates_to_drop: int = 1
+    aggregate: Literal["median", "mean"] = "median"
+    #: fit the increment x[k+1] - x[k] (True) or x[k+1] itself
+    residual: bool = True
+    #: fraction of episodes held out for validation and rollout error
+    holdout: float = 0.2
+    #: rollout length used for validation of ensemble members
+    rollout_steps: int = 20
+    #: a member whose rollout error exceeds this multiple of the median member's is dropped
+    member_error_factor: float = 5.0
+
+
+@dataclass
+class RewardConfig:
+    """Known reward (``known``: a built-in name or ``"module:function"``), or a sparse model."""
+
+    known: str | None = None
+    library: LibraryConfig = field(default_factory=LibraryConfig)
+    threshold: float = 1e-3
+    alpha: float = 1e-5
+    normalize_columns: bool = False
+    n_models: int = 20
+
+
+@dataclass
+class AgentConfig:
+    """The stable-baselines3 agent trained in the surrogate."""
+
+    algo: Literal["ppo", "sac", "td3", "ddpg", "beer"] = "ppo"
+    policy: str = "MlpPolicy"
+    #: constructor arguments passed to the SB3 class (e.g. learning_rate, n_steps)
+    kwargs: dict = field(default_factory=dict)
+    #: number of parallel surrogate copies
+    n_envs: int = 8
+    #: surrogate steps in the first Dyna iteration
+    initial_steps: int = 100_000
+    #: surrogate steps in each later Dyna iteration
+    steps_per_iteration: int = 50_000
+
+
+@dataclass
+class SurrogateConfig:
+    """How the learned models are stepped."""
+
+    ensemble_mode: Literal["median", "mean", "sample"] = "median"
+    #: relative margin around the data's bounds before an episode is cut
+    bounds_margin: float = 0.2
+    #: cut an episode when ensemble spread (max std over states) passes this; None: off
+    disagreement_threshold: float | None = None
+    #: episode length in the surrogate (None: the real env's horizon)
+    horizon: int | None = None
+
+
+@dataclass
+class DynaConfig:
+    """The outer loop."""
+
+    iterations: int = 8
+    eval_episodes: int = 5
+    final_eval_episodes: int = 20
+    #: stop early once the evaluation mean return reaches this (None: never)
+    target_return: float | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Distillation of the neural policy into a sparse polynomial."""
+
+    degree: int = 3
+    fourier: int = 0
+    n_models: int = 20
+    passes: int = 4
+    n_rollouts: int = 50
+    noise_std: float = 0.1
+    max_terms: int | None = None
+    thresholds: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 3e-2])
+    alphas: list[float] = field(default_factory=lambda: [1e-6, 1e-4, 1e-2])
+    eval_episodes: int = 20
+
+
+@dataclass
+class Config:
+    env: EnvConfig
+    seed: int = 0
+    name: str | None = None
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
+    dyna: DynaConfig = field(default_factory=DynaConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    #: stages of ``sindyrl run`` to skip (e.g. [hil, control])
+    skip: list[str] = field(default_factory=list)
+    #: free-form options for later stages (export, hil, control, robust)
+    stages: dict = field(default_factory=dict)
+    source: str = ""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} does not match {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} ({value!r})")
+        (item,) = args or (Any,)
+        return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads "1e-3" (no dot) as a string
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (known keys{' in ' + path if path else ''}: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {key}")
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    def positive(v, key, allow_zero=False):
+        if v is not None and (v < 0 or (v == 0 and not allow_zero)):
+            raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+    positive(cfg.collect.random_steps, "collect.random_steps")
+    positive(cfg.collect.steps_per_iteration, "collect.steps_per_iteration", allow_zero=True)
+    positive(cfg.collect.random_episode_steps, "collect.random_episode_steps")
+    for sec in ("dynamics", "reward"):
+        lib = getattr(cfg, sec).library
+        positive(lib.degree, f"{sec}.library.degree")
+        positive(lib.control_degree, f"{sec}.library.control_degree", allow_zero=True)
+        positive(lib.fourier, f"{sec}.library.fourier", allow_zero=True)
+        positive(getattr(cfg, sec).threshold, f"{sec}.threshold", allow_zero=True)
+        positive(getattr(cfg, sec).alpha, f"{sec}.alpha", allow_zero=True)
+        positive(getattr(cfg, sec).n_models, f"{sec}.n_models")
+    if not 0 <= cfg.dynamics.holdout < 1:
+        raise ConfigError(f"dynamics.holdout: must be in [0, 1), got {cfg.dynamics.holdout}")
+    positive(cfg.dynamics.rollout_steps, "dynamics.rollout_steps")
+    positive(cfg.agent.n_envs, "agent.n_envs")
+    positive(cfg.agent.initial_steps, "agent.initial_steps", allow_zero=True)
+    positive(cfg.agent.steps_per_iteration, "agent.steps_per_iteration", allow_zero=True)
+    positive(cfg.surrogate.bounds_margin, "surrogate.bounds_margin", allow_zero=True)
+    positive(cfg.surrogate.horizon, "surrogate.horizon")
+    positive(cfg.dyna.iterations, "dyna.iterations")
+    positive(cfg.dyna.eval_episodes, "dyna.eval_episodes")
+    positive(cfg.dyna.final_eval_episodes, "dyna.final_eval_episodes")
+    positive(cfg.env.max_episode_steps, "env.max_episode_steps")
+    for i, p in enumerate(cfg.env.unit_pairs):
+        if len(p) != 2:
+            raise ConfigError(f"env.unit_pairs[{i}]: expected [cos_name, sin_name], got {p!r}")
+    if not cfg.env.id.strip():
+        raise ConfigError("env.id: must not be empty")
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> Config:
+    """Build and validate a :class:`Config` from a plain mapping."""
+    try:
+        cfg = _build(Config, data, "")
+        _validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    cfg.source = source
+    return cfg
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a config mapping, in place."""
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"--set {item!r}: {p} is not a mapping")
+            node = node[p]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file (plus ``key=value`` overrides); errors name the file and the key path."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    apply_overrides(data, overrides)
+    return config_from_dict(data, source=str(p))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    d = dataclasses.asdict(cfg)
+    d.pop("source", None)
+    return d

@@ -1,0 +1,161 @@
+"""Rewards for the surrogate: a known function, or a sparse E-SINDy model r(x[k], u[k]).
+
+Every reward is a callable ``reward(obs, action, next_obs) -> (N,)`` on batches.
+The sparse model is trained and queried on the same time index: r[k] is fitted
+on (x[k], u[k]) and evaluated on (x[k], u[k]) of the step being taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .config import LibraryConfig
+from .data import TransitionBuffer
+from .sparse import SparseModel
+
+__all__ = ["SINDyReward", "KnownReward", "known_reward", "BUILTIN_REWARDS", "RewardFn"]
+
+RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _pendulum(obs, action, next_obs):
+    """Pendulum-v1: -(th^2 + 0.1 th_dot^2 + 0.001 u^2) on the pre-step state and clipped action."""
+    th = np.arctan2(obs[:, 1], obs[:, 0])
+    u = np.clip(action[:, 0], -2.0, 2.0)
+    return -(th**2 + 0.1 * obs[:, 2] ** 2 + 0.001 * u**2)
+
+
+def _tolerance_gaussian(x, margin):
+    # dm_control rewards.tolerance with bounds (0, 0), gaussian sigmoid, value_at_margin 0.1
+    scale = np.sqrt(-2.0 * np.log(0.1))
+    return np.exp(-0.5 * (x / margin * scale) ** 2)
+
+
+def _cartpole_swingup(obs, action, next_obs):
+    """dm_control cartpole swing-up (smooth reward) on the post-step state (as dm_control computes it).
+
+    Observation order: cart position, cos, sin, cart velocity, angular velocity.
+    """
+    x, cos_th, th_dot = next_obs[:, 0], next_obs[:, 1], next_obs[:, 4]
+    u = np.clip(action[:, 0], -1.0, 1.0)
+    upright = (cos_th + 1.0) / 2.0
+    centered = (1.0 + _tolerance_gaussian(x, 2.0)) / 2.0
+    small_control = (4.0 + np.where(np.abs(u) < 1.0, 1.0 - u**2, 0.0)) / 5.0
+    small_velocity = (1.0 + _tolerance_gaussian(th_dot, 5.0)) / 2.0
+    return upright * centered * small_control * small_velocity
+
+
+def _swimmer(obs, action, next_obs):
+    """Swimmer-v5 (approximate): forward velocity of the next state minus 1e-4 |u|^2.
+
+    The env uses the finite-difference x velocity over the frame skip; the
+    observed velocity after the step is a close stand-in (not exact).
+    """
+    return next_obs[:, 3] - 1e-4 * np.sum(action**2, axis=1)
+
+
+#: Built-in known rewards, by name and by the env ids they belong to.
+BUILTIN_REWARDS: dict[str, RewardFn] = {
+    "pendulum": _pendulum,
+    "Pendulum-v1": _pendulum,
+    "cartpole_swingup": _cartpole_swingup,
+    "dm_control/cartpole-swingup-v0": _cartpole_swingup,
+    "swimmer": _swimmer,
+    "Swimmer-v5": _swimmer,
+}
+
+
+class KnownReward:
+    """A known reward function, batched: ``reward(obs, action, next_obs) -> (N,)``."""
+
+    def __init__(self, fn: RewardFn, name: str = "known"):
+        self.fn = fn
+        self.name = name
+
+    def __call__(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        r = np.asarray(self.fn(np.atleast_2d(obs), np.atleast_2d(action), np.atleast_2d(next_obs)), dtype=np.float64)
+        return r.reshape(-1)
+
+
+def known_reward(spec: str) -> KnownReward:
+    """Look up a built-in reward by name or env id, or import ``"module:function"``."""
+    if spec in BUILTIN_REWARDS:
+        return KnownReward(BUILTIN_REWARDS[spec], spec)
+    if ":" in spec:
+        from .envs import import_object
+
+        fn = import_object(spec, "reward.known")
+        if not callable(fn):
+            raise ValueError(f"reward.known {spec!r} is not callable")
+        return KnownReward(fn, spec)
+    raise ValueError(
+        f"reward.known {spec!r}: not a built-in reward ({', '.join(sorted(BUILTIN_REWARDS))}) "
+        "and not 'module:function'"
+    )
+
+
+class SINDyReward:
+    """Sparse E-SINDy reward model r[k] = Theta(x[k], u[k]) xi.
+
+    Parameters mirror :class:`sindyrl.dynamics.SINDyDynamics`.
+    """
+
+    def __init__(
+        self,
+        obs_names: Sequence[str],
+        action_names: Sequence[str],
+        library: LibraryConfig | None = None,
+        threshold: float = 1e-3,
+        alpha: float = 1e-5,
+        n_models: int = 20,
+        normalize_columns: bool = False,
+        seed: int = 0,
+    ):
+        self.obs_names = list(obs_names)
+        self.action_names = list(action_names)
+        self.library = library or LibraryConfig()
+        self.threshold = threshold
+        self.alpha = alpha
+        self.n_models = n_models
+        self.normalize_columns = normalize_columns
+        self.seed = seed
+
+    @classmethod
+    def from_config(cls, cfg, obs_names, action_names, seed: int) -> SINDyReward:
+        return cls(obs_names, action_names, cfg.library, cfg.threshold, cfg.alpha, cfg.n_models,
+                   cfg.normalize_columns, seed)
+
+    def fit(self, buffer: TransitionBuffer, val_mask: np.ndarray | None = None) -> SINDyReward:
+        from .dynamics import fit_sparse_regression
+
+        train = np.ones(len(buffer), dtype=bool) if val_mask is None else ~val_mask
+        if train.sum() < 2:
+            raise ValueError("reward fit: need at least 2 training transitions")
+        model, _ = fit_sparse_regression(
+            buffer.obs[train], buffer.actions[train], buffer.rewards[train][:, None], self.library,
+            self.obs_names + self.action_names, ["r"], self.threshold, self.alpha, self.n_models, self.seed,
+            normalize_columns=self.normalize_columns, name="reward",
+        )
+        self.model_ = model
+        mask = val_mask if val_mask is not None and val_mask.any() else train
+        pred = self(buffer.obs[mask], buffer.actions[mask], buffer.next_obs[mask])
+        scale = max(float(buffer.rewards.std()), 1e-8)
+        self.scores_ = {"reward_error": float(np.sqrt(np.mean((pred - buffer.rewards[mask]) ** 2)) / scale)}
+        self.model_.metadata.update(self.scores_)
+        return self
+
+    def __call__(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray | None = None) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("SINDyReward is not fitted yet: call fit() first")
+        return self.model_.evaluate(np.concatenate([np.atleast_2d(obs), np.atleast_2d(action)], axis=1))[:, 0]
+
+    @classmethod
+    def from_model(cls, model: SparseModel, n_obs: int) -> SINDyReward:
+        r = cls(model.inputs[:n_obs], model.inputs[n_obs:])
+        r.model_ = model
+        return r
+
+    def equations(self, precision: int = 3) -> list[str]:
+        return self.model_.equations(precision)

@@ -1,0 +1,273 @@
+"""The run directory: one place for a run's config, real data, models, agent, metrics and outputs.
+
+    runs/<name>/config.yaml      resolved config
+    runs/<name>/data/real.npz    every real transition (append-only)
+    runs/<name>/models/*.json    SparseModel JSON (dynamics, reward, policy)
+    runs/<name>/agent/agent.zip  SB3 checkpoint (trusted input only: it unpickles)
+    runs/<name>/export/          ONNX files
+    runs/<name>/firmware/        generated C, builds, HIL logs
+    runs/<name>/plots/           PNG figures
+    runs/<name>/metrics.csv      one row per Dyna iteration
+    runs/<name>/summary.json     headline figures, flat keys; each stage adds its own
+    runs/<name>/manifest.json    versions, hashes, timings
+    runs/<name>/state.json       Dyna progress (for --resume)
+
+All writes are atomic (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .config import Config, config_from_dict, config_to_dict
+from .sparse import SparseModel
+
+__all__ = ["Run", "atomic_write", "ALGORITHMS", "algorithm_class"]
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write a file so that readers see either the old or the new content, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+ALGORITHMS = ("ppo", "sac", "td3", "ddpg", "beer")
+
+
+def algorithm_class(algo: str):
+    """The SB3 class for a config's ``agent.algo``."""
+    import stable_baselines3 as sb3
+
+    if algo == "beer":
+        from .agents import BEER
+
+        return BEER
+    table = {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG}
+    if algo not in table:
+        raise ValueError(f"agent.algo: unknown algorithm {algo!r}; expected one of {ALGORITHMS}")
+    return table[algo]
+
+
+class Run:
+    """A run directory. Create with :meth:`create`, open an existing one with :meth:`open`."""
+
+    def __init__(self, path: Path, config: Config):
+        self.path = Path(path)
+        self.config = config
+        self._spec = None
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, config: Config, root: str | Path = "runs", name: str | None = None, exist_ok: bool = False) -> Run:
+        """Make ``root/name`` (default: config name or env id, plus a timestamp) and write the config."""
+        if name is None:
+            base = config.name or config.env.id.replace("/", "_").replace(":", "_")
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = f"{base}-{stamp}"
+        path = Path(root) / name
+        if path.exists() and any(path.iterdir()) and not exist_ok:
+            raise ValueError(f"run directory {path} already exists (use --resume {path} to continue it)")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path, config)
+        atomic_write(path / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        run.write_manifest()
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        path = Path(path)
+        cfg_file = path / "config.yaml"
+        if not path.is_dir():
+            raise ValueError(f"run directory not found: {path}")
+        if not cfg_file.is_file():
+            raise ValueError(f"{path} is not a sindyrl run directory (no config.yaml)")
+        data = yaml.safe_load(cfg_file.read_text())
+        return cls(path, config_from_dict(data, source=str(cfg_file)))
+
+    # ----------------------------------------------------------------- env
+    def make_env(self, seed: int | None = None, render_mode: str | None = None):
+        from .envs import make_env
+
+        return make_env(self.config.env, seed=seed, render_mode=render_mode)
+
+    @property
+    def spec(self):
+        if self._spec is None:
+            from .envs import env_spec
+
+            self._spec = env_spec(self.config.env)
+        return self._spec
+
+    @property
+    def obs_names(self) -> list[str]:
+        return list(self.spec.obs_names)
+
+    @property
+    def action_names(self) -> list[str]:
+        return list(self.spec.action_names)
+
+    # --------------------------------------------------------------- paths
+    def _dir(self, name: str) -> Path:
+        p = self.path / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def data_path(self) -> Path:
+        return self.path / "data" / "real.npz"
+
+    @property
+    def models_dir(self) -> Path:
+        return self._dir("models")
+
+    @property
+    def export_dir(self) -> Path:
+        return self._dir("export")
+
+    @property
+    def firmware_dir(self) -> Path:
+        return self._dir("firmware")
+
+    @property
+    def plots_dir(self) -> Path:
+        return self._dir("plots")
+
+    @property
+    def agent_path(self) -> Path:
+        return self.path / "agent" / "agent.zip"
+
+    @property
+    def vecnormalize_path(self) -> Path:
+        return self.path / "agent" / "vecnormalize.pkl"
+
+    def model_path(self, name: str) -> Path:
+        return self.path / "models" / f"{name}.json"
+
+    # --------------------------------------------------------- artifacts
+    def load_model(self, name: str) -> SparseModel:
+        p = self.model_path(name)
+        if not p.is_file():
+            hint = {"policy": "run `sindyrl distill RUN` first", "reward": "this run uses a known reward"}.get(
+                name, "run `sindyrl train` or `sindyrl fit` first")
+            raise FileNotFoundError(f"{self.path}: no {name} model at {p} ({hint})")
+        return SparseModel.from_json(p)
+
+    def save_model(self, name: str, model: SparseModel) -> Path:
+        p = self.model_path(name)
+        self.models_dir  # noqa: B018  (creates the directory)
+        model.to_json(p)
+        return p
+
+    def load_data(self):
+        from .data import TransitionBuffer
+
+        if not self.data_path.is_file():
+            raise FileNotFoundError(f"{self.path}: no real data yet ({self.data_path})")
+        return TransitionBuffer.load(self.data_path)
+
+    def load_agent(self, env=None):
+        """The SB3 agent of this run (a trusted file: SB3 checkpoints unpickle)."""
+        if not self.agent_path.is_file():
+            raise FileNotFoundError(f"{self.path}: no trained agent at {self.agent_path} (run `sindyrl train` first)")
+        cls = algorithm_class(self.config.agent.algo)
+        return cls.load(self.agent_path, env=env, device="cpu")
+
+    # --------------------------------------------------------- summaries
+    def read_summary(self) -> dict:
+        p = self.path / "summary.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def update_summary(self, values: dict) -> dict:
+        s = self.read_summary()
+        s.update(_jsonable(values))
+        atomic_write(self.path / "summary.json", json.dumps(s, indent=1, sort_keys=True))
+        return s
+
+    def read_state(self) -> dict:
+        p = self.path / "state.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def write_state(self, state: dict) -> None:
+        atomic_write(self.path / "state.json", json.dumps(_jsonable(state), indent=1))
+
+    def read_metrics(self) -> list[dict]:
+        p = self.path / "metrics.csv"
+        if not p.is_file():
+            return []
+        with p.open() as fh:
+            return [
+                {k: (float(v) if v not in ("", None) and k != "algo" else v) for k, v in row.items()}
+                for row in csv.DictReader(fh)
+            ]
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        """Rewrite metrics.csv (atomic); columns are the union of the rows' keys, in first-seen order."""
+        cols: list[str] = []
+        for r in rows:
+            cols += [k for k in r if k not in cols]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _jsonable(v) for k, v in r.items()})
+        atomic_write(self.path / "metrics.csv", buf.getvalue())
+
+    def write_manifest(self, timings: dict | None = None) -> None:
+        import importlib.metadata as md
+
+        versions = {}
+        for pkg in ("sindyrl", "numpy", "pysindy", "torch", "stable-baselines3", "gymnasium", "onnx",
+                    "onnxruntime", "casadi"):
+            try:
+                versions[pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                versions[pkg] = None
+        p = self.path / "manifest.json"
+        old = json.loads(p.read_text()) if p.is_file() else {}
+        hashes = {}
+        for f in sorted(self.path.glob("models/*.json")) + sorted(self.path.glob("agent/*.zip")):
+            hashes[str(f.relative_to(self.path))] = hashlib.sha256(f.read_bytes()).hexdigest()
+        if self.data_path.is_file():
+            hashes["data/real.npz"] = hashlib.sha256(self.data_path.read_bytes()).hexdigest()
+        man = {
+            "created": old.get("created", _dt.datetime.now().isoformat(timespec="seconds")),
+            "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "versions": versions, "hashes": hashes,
+            "timings": {**old.get("timings", {}), **(timings or {})},
+        }
+        atomic_write(p, json.dumps(man, indent=1))
