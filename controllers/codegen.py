@@ -16,6 +16,7 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,7 +82,7 @@ class CompiledMPC(MPC):
     ----------
     build_dir : str or Path, optional
         Where the C source and the shared library go (default: a new temporary
-        directory).
+        directory, removed when the object is garbage-collected).
     cflags : sequence of str, default ("-O2",)
         gcc flags.
 
@@ -97,7 +98,11 @@ class CompiledMPC(MPC):
                  **kwargs) -> None:
         kwargs.setdefault("solver", "sqpmethod")
         super().__init__(*args, **kwargs)
-        self.build_dir = Path(build_dir) if build_dir is not None else Path(tempfile.mkdtemp(prefix="sindyrl_mpc_"))
+        if build_dir is None:
+            build_dir = tempfile.mkdtemp(prefix="sindyrl_mpc_")
+            # a directory we made ourselves goes away with the object (the loaded library stays mapped)
+            weakref.finalize(self, shutil.rmtree, build_dir, True)
+        self.build_dir = Path(build_dir)
         self.source_path = generate_solver_c(self, self.build_dir)
         self.library_path = compile_shared(self.source_path, cflags)
         self._load()
