@@ -636,6 +636,7 @@ def generate_neural_c(spec: NeuralSpec, name: str, out_dir) -> GeneratedC:
         f'#include "{name}.h"',
         "",
         "#include <math.h>",
+        "/* emlearn's inference engine; its eml_common.h includes <stdio.h>, but nothing here calls it */",
         "#include <eml_net.h>",
         "",
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import subprocess
 import time
 
 import numpy as np
@@ -356,6 +357,11 @@ def test_neural_firmware_builds_for_cortex_m4f(tmp_path):
     n_params = neural_spec_from_sb3(agent).n_params
     assert build.flash > 4 * n_params  # the float weights are in flash
     assert build.ram < 64 * 1024
+    # no heap and no stdio linked in (eml_common.h includes <stdio.h>, but nothing may call it)
+    nm = subprocess.run(["arm-none-eabi-nm", str(build.path)], capture_output=True, text=True, check=True).stdout
+    linked = {line.split()[-1] for line in nm.splitlines()}
+    assert "sindyrl_policy_eval" in linked
+    assert not linked & {"malloc", "free", "_sbrk", "printf", "puts", "fwrite", "_write", "_read"}
 
 
 def test_build_errors_are_clear(tmp_path):

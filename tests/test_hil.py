@@ -104,16 +104,16 @@ def test_qemu_neural_policy_matches_onnxruntime(tmp_path):
     with QemuBoard(build.path) as board, BoardLink(board.url, timeout=3.0) as link:
         got = np.array([link.act(o) for o in obs])
         ipc = link.instructions_per_call(200, obs[0])
+        # and closed loop, against SB3's predict
+        res = hil_episodes(link, pendulum_env, lambda o: agent.predict(o, deterministic=True)[0], n_episodes=1,
+                           max_steps=50)
+        assert res["max_action_diff"] <= 1e-4 and link.stats.protocol_errors == 0
     err = float(np.max(np.abs(got - want)))
     print(f"neural policy on the Cortex-M4F vs onnxruntime: max abs action difference {err:.2e}; "
           f"{ipc:.0f} instructions per call")
     assert err <= 1e-4
     assert np.ptp(want) > 1.0
     assert ipc > 4 * 64 * 64  # at least a few instructions per multiply-accumulate of the hidden layer
-    # and closed loop, against SB3's predict
-    report = run_policy_hil(agent, pendulum_env, board="qemu", work_dir=tmp_path / "hil", episodes=1, max_steps=50,
-                            bench_calls=0, echo=lambda s: None)
-    assert report.max_action_diff <= 1e-4 and report.protocol_errors == 0
 
 
 def _tanh_onnx(path, W: np.ndarray, b: np.ndarray) -> None:
@@ -159,6 +159,34 @@ def test_onnx_board_hil_with_exported_sparse_policy(tmp_path):
                             max_steps=50, bench_calls=20, echo=lambda s: None)
     assert report.return_rel_diff_max <= 1e-4 and report.protocol_errors == 0
     assert report.max_action_diff < 1e-5
+
+
+def test_onnx_board_hil_with_exported_neural_policy(tmp_path):
+    report = run_policy_hil(td3_agent(), pendulum_env, board="onnx", work_dir=tmp_path, episodes=1, max_steps=30,
+                            bench_calls=10, echo=lambda s: None)
+    assert report.max_action_diff <= 1e-5 and report.protocol_errors == 0
+    assert report.return_rel_diff_max <= 1e-4
+
+
+def test_onnx_edge_server_on_a_pty(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(size=(3, 1)), rng.normal(size=1)
+    _tanh_onnx(tmp_path / "edge.onnx", W, b)
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.serve", str(tmp_path / "edge.onnx"), "--port", "pty"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split()
+        assert line[:2] == ["SINDYRL_BOARD", "pty"], line
+        with BoardLink(line[2], timeout=5.0) as link:
+            x = np.array([0.5, -0.5, 2.0], np.float32)
+            want = 2.0 * np.tanh(x.astype(np.float64) @ W + b)
+            np.testing.assert_allclose(link.act(x), want, rtol=1e-6)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _kill_mid_episode(board, link, at_step: int = 10) -> None:
