@@ -89,7 +89,11 @@ def finish_model(model: onnx.ModelProto, metadata: Mapping[str, str], doc: str) 
     model.producer_version = sindyrl_version()
     model.doc_string = doc
     # the lowest IR version that carries our opset, so older runtimes can read the file
-    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    default = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    try:
+        model.ir_version = onnx.helper.find_min_ir_version_for(default)
+    except Exception:  # an opset this onnx does not know: keep the exporter's choice
+        pass
     onnx.checker.check_model(model, full_check=True)
     set_metadata(model, metadata)
     return model

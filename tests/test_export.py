@@ -156,6 +156,18 @@ def test_gsde_and_squashed_ppo(tmp_path):
         assert res.parity_max_abs <= 1e-5
 
 
+def test_beer_briefly_trained(tmp_path):
+    """The project's BEER (an SB3 TD3 subclass), after a few gradient steps."""
+    from sindyrl.agents import BEER
+
+    model = BEER("MlpPolicy", gym.make("Pendulum-v1"), base="td3", seed=0, device="cpu", learning_starts=64,
+                 batch_size=32, policy_kwargs={"net_arch": [64, 64]})
+    model.learn(160)
+    res = export_policy(model, tmp_path / "beer.onnx", obs_names=["cos_th", "sin_th", "th_dot"], action_names=["u"])
+    assert res.parity_max_abs <= 1e-5
+    assert load_onnx(res.path).metadata["algorithm"] == "BEER"
+
+
 def test_td3_subclass_exports_like_beer(tmp_path):
     """BEER is a TD3/DDPG subclass with its own policy class: subclasses are recognised by base class."""
     from stable_baselines3.td3.policies import TD3Policy

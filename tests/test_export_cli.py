@@ -46,18 +46,21 @@ def run(tmp_path) -> Run:
     SAC("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]}).save(run.agent_path)
     run.save_model("dynamics", _dynamics())
     run.save_model("policy", _sparse_policy())
+    # a learned reward r(obs, u), no input_bounds: parity states from the data (observations and actions)
+    run.save_model("reward", SparseModel(OBS + ["u"], ["r"], [((2, "pow", 2),), ((3, "pow", 2),), ((0, "pow", 1),)],
+                                         [[-0.1, -0.001, 1.0]], name="reward"))
     return run
 
 
 def test_stage_exports_everything_the_run_has(run):
     out = stage(run, quantize=True, n_states=2000, echo=lambda *a: None)
     files = {p.name for p in run.export_dir.glob("*.onnx")}
-    assert files == {"policy.onnx", "policy.int8.onnx", "sparse_policy.onnx", "dynamics.onnx"}  # known reward
-    for what in ("policy", "sparse_policy", "dynamics"):
+    assert files == {"policy.onnx", "policy.int8.onnx", "sparse_policy.onnx", "dynamics.onnx", "reward.onnx"}
+    for what in ("policy", "sparse_policy", "dynamics", "reward"):
         assert out[f"onnx_{what}_bytes"] == (run.export_dir / f"{what}.onnx").stat().st_size
         assert 0 <= out[f"onnx_{what}_parity_max_abs"] <= 1e-5
-    assert out["onnx_parity_max_abs"] == max(out[f"onnx_{w}_parity_max_abs"] for w in ("policy", "sparse_policy",
-                                                                                         "dynamics"))
+    assert out["onnx_parity_max_abs"] == max(out[f"onnx_{w}_parity_max_abs"]
+                                             for w in ("policy", "sparse_policy", "dynamics", "reward"))
     assert out["onnx_policy_int8_bytes"] < out["onnx_policy_bytes"]
     assert 0 < out["onnx_policy_int8_max_abs_action_change"] < 0.5
     assert np.isfinite(out["onnx_policy_int8_return_change"])
@@ -70,6 +73,8 @@ def test_stage_exports_everything_the_run_has(run):
     assert m.metadata["source_sha256"] == hashlib.sha256(run.agent_path.read_bytes()).hexdigest()
     dyn = load_onnx(run.export_dir / "dynamics.onnx")
     assert dyn.metadata["source_hash"] == run.load_model("dynamics").content_hash()
+    assert dyn.input_names == OBS + ["u"] and dyn.output_names == OBS
+    assert load_onnx(run.export_dir / "reward.onnx").output_names == ["r"]
     with pytest.raises(ValueError, match="unknown option"):
         stage(run, quantise=True)
 
@@ -81,6 +86,7 @@ def test_cli_export_and_clear_errors(run, capsys, tmp_path):
     assert "dynamics.onnx" in capsys.readouterr().out
     assert not (run.export_dir / "policy.onnx").exists()
 
+    run.model_path("reward").unlink()
     assert main(["export", str(run.path), "--what", "reward"]) == 2
     err = capsys.readouterr().err
     assert "no reward model" in err and "models/reward.json" in err
