@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.onnxfile import BATCH_DIM, OPSET, encode_bounds, finish_model, model_from_proto, save_onnx, sindyrl_version
 from export.parity import DEFAULT_TOL, check_parity, require_parity
-from sindyrl.sparse import UNIT_EPS, SparseModel
+from sindyrl.sparse import UNIT_EPS, SparseModel, term_name
 
 __all__ = ["sparse_model_to_onnx", "export_sparse_model", "ExportResult", "default_io_names"]
 
@@ -150,12 +150,13 @@ def sparse_model_to_onnx(
         if f not in factors:
             i, kind, p = f
             col = column(i)
+            doc = term_name((f,), model.inputs)
             if kind == "pow":
                 e = int(p)
-                factors[f] = col if e == 1 else g.op1("Pow", [col, g.const(float(e), "exp")], f"pow{e}_{i}")
+                factors[f] = col if e == 1 else g.op1("Pow", [col, g.const(float(e), "exp")], f"pow{e}_{i}", doc=doc)
             else:
                 arg = col if p == 1 else g.op1("Mul", [col, g.const(p, "freq")], f"freq_{i}")
-                factors[f] = g.op1("Sin" if kind == "sin" else "Cos", [arg], f"{kind}_{i}")
+                factors[f] = g.op1("Sin" if kind == "sin" else "Cos", [arg], f"{kind}_{i}", doc=doc)
         return factors[f]
 
     C = model.coef

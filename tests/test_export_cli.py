@@ -133,3 +133,15 @@ def test_inference_benchmark_runs_on_a_tiny_budget(tmp_path):
     assert all(v > 0 for lat in res["latency_us"].values() for v in lat.values())
     assert res["bytes"]["onnx_int8"] < res["bytes"]["onnx_float"] < res["bytes"]["checkpoint_zip"]
     assert res["parity_max_abs"]["onnx_float"] <= 1e-5 and "| onnxruntime int8 |" in proc.stdout
+
+
+def test_pipeline_export_stage_takes_config_options(tmp_path):
+    """``sindyrl run`` calls export.stage_fn.stage with the ``stages.export`` options of the config."""
+    from sindyrl.pipeline import STAGES
+
+    cfg = config_from_dict({"env": {"id": "Pendulum-v1"}, "stages": {"export": {"what": "dynamics", "n_states": 300}}})
+    run = Run.create(cfg, root=tmp_path, name="p")
+    run.save_model("dynamics", _dynamics().with_coef(_dynamics().coef, input_bounds=([-1, -1, -8, -2], [1, 1, 8, 2])))
+    out = STAGES["export"][0](run, echo=lambda *a: None)
+    assert set(out) == {"onnx_dynamics_bytes", "onnx_dynamics_parity_max_abs", "onnx_parity_max_abs"}
+    assert [p.name for p in run.export_dir.glob("*.onnx")] == ["dynamics.onnx"]
