@@ -97,6 +97,9 @@ def _check_name(name: str) -> str:
 
 def _f32(v: float) -> str:
     """The shortest C float literal that round-trips float32 exactly."""
+    if not (np.isfinite(v) and abs(float(v)) <= float(np.finfo(np.float32).max)):
+        raise ValueError(f"value {v!r} is not representable as a finite float32 (C code with real='float'); "
+                         "rescale the model or generate with real='double'")
     s = np.format_float_scientific(np.float32(v), unique=True, trim="-")
     m, e = s.split("e")
     if -5 <= int(e) <= 6:  # plain positional notation reads better in this range

@@ -151,6 +151,10 @@ def test_generate_c_rejects_bad_input(tmp_path):
         generate_c(np.zeros(3), "policy", tmp_path)
     with pytest.raises(ValueError, match="real"):
         generate_sparse_c(pendulum_policy(), "policy", tmp_path, real="half")
+    huge = SparseModel(["a"], ["y"], [((0, "pow", 1),)], np.array([[1e39]]), name="huge")
+    with pytest.raises(ValueError, match="float32"):
+        generate_sparse_c(huge, "huge", tmp_path)
+    assert generate_sparse_c(huge, "huge", tmp_path, real="double").source.is_file()
     big = SparseModel([f"x{i}" for i in range(62)], ["u"], [()], np.ones((1, 1)), name="big")
     with pytest.raises(ValueError, match="62 inputs"):
         build_firmware(generate_c(big, "big", tmp_path), "host")
@@ -361,6 +365,8 @@ def test_neural_firmware_builds_for_cortex_m4f(tmp_path):
     nm = subprocess.run(["arm-none-eabi-nm", str(build.path)], capture_output=True, text=True, check=True).stdout
     linked = {line.split()[-1] for line in nm.splitlines()}
     assert "sindyrl_policy_eval" in linked
+    attrs = subprocess.run(["arm-none-eabi-readelf", "-A", str(build.path)], capture_output=True, text=True).stdout
+    assert "Tag_ABI_VFP_args: VFP registers" in attrs and "Tag_ABI_HardFP_use: SP only" in attrs  # hard float
     assert not linked & {"malloc", "free", "_sbrk", "printf", "puts", "fwrite", "_write", "_read"}
 
 
