@@ -304,6 +304,77 @@ def test_host_board_under_sanitizers_survives_garbage(tmp_path):
         assert board.alive()
 
 
+class NoisyLine:
+    """A TCP relay between the host and a board that damages traffic on purpose (line noise, echoes).
+
+    ``corrupt_requests``: the first n host->board chunks get one bit flipped;
+    ``duplicate_replies``: every board->host chunk is delivered twice.
+    """
+
+    def __init__(self, board_url: str, corrupt_requests: int = 0, duplicate_replies: bool = False):
+        import threading
+
+        host, port = board_url.removeprefix("socket://").split(":")
+        self.upstream = socket.create_connection((host, int(port)))
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
+        self.corrupt_left = corrupt_requests
+        self.duplicate = duplicate_replies
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _pump(self, src, dst, mangle) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            while data := src.recv(4096):
+                for chunk in mangle(data):
+                    dst.sendall(chunk)
+
+    def _serve(self) -> None:
+        import threading
+
+        client, _ = self.server.accept()
+
+        def to_board(data: bytes):
+            if self.corrupt_left > 0 and len(data) > 8:
+                self.corrupt_left -= 1
+                data = bytearray(data)
+                data[len(data) // 2] ^= 0x04
+                data = bytes(data)
+            return [data]
+
+        threading.Thread(target=self._pump, args=(client, self.upstream, to_board), daemon=True).start()
+        self._pump(self.upstream, client, lambda d: [d, d] if self.duplicate else [d])
+
+    def close(self) -> None:
+        self.upstream.close()
+        self.server.close()
+
+
+def test_link_retries_through_line_noise_and_skips_stale_replies(tmp_path):
+    model = pendulum_policy()
+    build = build_firmware(generate_c(model, "policy", tmp_path), "host")
+    x = np.array([0.2, 0.98, 1.5], np.float32)
+    with HostBoard(build.path) as board:
+        line = NoisyLine(board.url, corrupt_requests=2)
+        with BoardLink(line.url, timeout=0.3, retries=3) as link:
+            np.testing.assert_allclose(link.act(x), model.evaluate(x.astype(np.float64)), rtol=1e-6)
+            assert link.stats.retries == 2  # two damaged requests, answered on the third attempt
+            assert link.stats.error_replies == 2  # the board said so each time (BAD_CRC / BAD_COBS...)
+        line.close()
+    with HostBoard(build.path) as board:
+        line = NoisyLine(board.url, duplicate_replies=True)
+        with BoardLink(line.url, timeout=1.0) as link:
+            link.hello()
+            acts = [link.act(x * k) for k in (1.0, -1.0, 0.5)]
+            want = [model.evaluate((x * k).astype(np.float64)) for k in (1.0, -1.0, 0.5)]
+            np.testing.assert_allclose(np.array(acts), np.array(want), rtol=1e-6)
+            assert link.stats.stale_replies >= 2 and link.stats.retries == 0
+        line.close()
+
+
 def test_dead_board_fails_fast_with_a_clear_error(tmp_path):
     build = build_firmware(generate_c(pendulum_policy(), "policy", tmp_path), "host")
     with HostBoard(build.path) as board, BoardLink(board.url, timeout=0.5, retries=2) as link:
