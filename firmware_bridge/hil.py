@@ -195,6 +195,7 @@ def run_policy_hil(
     timeout: float = 2.0,
     retries: int = 2,
     bench_calls: int = 1000,
+    real: str = "float",
     echo: Callable[[str], None] = print,
 ) -> HilReport:
     """HIL for a policy object: a SparseModel (sparse) or an SB3 agent (neural).
@@ -219,6 +220,8 @@ def run_policy_hil(
         Per-reply timeout (s) and retries of the link.
     bench_calls : int
         Policy calls timed on the board itself (0 skips the measurement).
+    real : {"float", "double"}
+        Arithmetic of the generated sparse-policy C (the M4F's FPU is single precision).
     """
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, got {board!r}")
@@ -236,7 +239,7 @@ def run_policy_hil(
 
             name, model_hash = policy.name, policy.content_hash()
             if board != "onnx":
-                gen = generate_sparse_c(policy, "policy", work_dir / "sparse")
+                gen = generate_sparse_c(policy, "policy", work_dir / "sparse", real=real)
         else:
             spec = neural_spec_from_sb3(policy, obs_normalizer=vecnormalize, inputs=obs_names, outputs=action_names)
 
@@ -346,7 +349,7 @@ def stage(run: Any, board: str | None = None, policy: str = "auto", episodes: in
     ``policy="auto"`` takes the sparse policy when the run has one, else the neural agent.
     Returns the ``hil_`` summary keys.
     """
-    allowed = {"seed", "max_steps", "timeout", "retries", "bench_calls", "onnx_path", "echo"}
+    allowed = {"seed", "max_steps", "timeout", "retries", "bench_calls", "onnx_path", "real", "echo"}
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"stages.firmware_bridge: unknown option(s) {sorted(unknown)}; expected board, policy, "

@@ -240,5 +240,7 @@ def test_run_directory_cli_and_stage(tmp_path):
     assert run.read_summary()["hil_episodes"] == 1
     with pytest.raises(FileNotFoundError, match="no agent|trained agent"):
         run_hil(run, board="host", policy="neural", echo=lambda s: None)
+    with pytest.raises(ValueError, match="unknown option"):
+        stage(run, board="host", boudrate=9600)
     with pytest.raises(ValueError, match="board must be one of"):
         run_hil(run, board="arduino", echo=lambda s: None)
