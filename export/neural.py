@@ -16,8 +16,9 @@ in numpy. Policies are recognised by their SB3 base class, so algorithm
 subclasses (BEER is a TD3/DDPG subclass) export without extra code; the
 parity check at the end of every export guards anything a subclass changes.
 
-Exporter: torch's dynamo exporter when ``onnxscript`` is installed, else the
-TorchScript one (``exporter="auto"``); both were checked here with torch 2.13
+Exporter: torch's dynamo exporter when ``onnxscript`` is installed, else (or
+if dynamo fails on a policy) the TorchScript one (``exporter="auto"``); both
+were checked here with torch 2.13
 and give the same graph up to rounding. We never export ``policy.forward``:
 the dynamo exporter fails on SB3's distribution objects.
 """
@@ -283,8 +284,17 @@ def policy_to_onnx(
         raise ValueError(f"export_policy: action_names has {len(action_names)} names but actions have {n_act} entries")
     stats = None if vecnormalize is None else _vecnormalize_stats(vecnormalize, n_obs)
     module = PolicyModule(policy, family, *(stats or (None, None, None))).eval()
-    exporter = _resolve_exporter(exporter)
-    proto = _torch_export(module, n_obs, exporter)
+    chosen = _resolve_exporter(exporter)
+    try:
+        proto = _torch_export(module, n_obs, chosen)
+    except Exception as e:
+        if exporter != "auto" or chosen != "dynamo":
+            raise
+        # "auto" means: whichever works; the parity check below vouches for the result either way
+        warnings.warn(f"export_policy: the dynamo exporter failed ({type(e).__name__}: {e}); using TorchScript",
+                      stacklevel=2)
+        chosen = "torchscript"
+        proto = _torch_export(module, n_obs, chosen)
 
     algo = type(sb3_model).__name__
     bases = [c.__name__ for c in type(sb3_model).__mro__ if c.__module__.startswith("stable_baselines3.")]
@@ -306,7 +316,7 @@ def policy_to_onnx(
         "input_bounds": encode_bounds(space.low, space.high),
         "output_bounds": encode_bounds(policy.action_space.low, policy.action_space.high),
         "vecnormalize": json.dumps(stats is not None),
-        "exporter": f"torch {torch.__version__} {exporter}",
+        "exporter": f"torch {torch.__version__} {chosen}",
         "computes": "stable_baselines3 model.predict(obs, deterministic=True)",
         **source,
     }
@@ -363,7 +373,8 @@ def export_policy(
     tol : float, default 1e-5
         Largest accepted max-abs action difference.
     exporter : {"auto", "dynamo", "torchscript"}, default "auto"
-        torch exporter; ``auto`` is dynamo when onnxscript is installed.
+        torch exporter; ``auto`` is dynamo when onnxscript is installed, and
+        TorchScript when it is not or when dynamo fails on this policy.
 
     Returns
     -------

@@ -197,6 +197,26 @@ def test_torchscript_exporter_and_checkpoint_hash(tmp_path):
     assert "torchscript" in load_onnx(res.path).metadata["exporter"]
 
 
+def test_auto_exporter_falls_back_to_torchscript(tmp_path, monkeypatch):
+    import export.neural as neural
+
+    real = neural._torch_export
+
+    def dynamo_breaks(module, n_obs, exporter):
+        if exporter == "dynamo":
+            raise RuntimeError("unsupported operator in this policy")
+        return real(module, n_obs, exporter)
+
+    monkeypatch.setattr(neural, "_torch_export", dynamo_breaks)
+    monkeypatch.setattr(neural, "_resolve_exporter", lambda e: "dynamo" if e == "auto" else e)
+    model = PPO("MlpPolicy", gym.make("Pendulum-v1"), seed=0, device="cpu", policy_kwargs={"net_arch": [16]})
+    with pytest.warns(UserWarning, match="dynamo exporter failed"):
+        res = export_policy(model, tmp_path / "p.onnx")
+    assert res.parity_max_abs <= 1e-5 and "torchscript" in load_onnx(res.path).metadata["exporter"]
+    with pytest.raises(RuntimeError, match="unsupported operator"):
+        export_policy(model, tmp_path / "q.onnx", exporter="dynamo")
+
+
 def test_unsupported_policies_are_refused(tmp_path):
     class ImageEnv(gym.Env):
         observation_space = spaces.Box(0, 255, (40, 40, 3), dtype=np.uint8)
