@@ -240,6 +240,16 @@ def test_run_directory_cli_and_stage(tmp_path):
     assert run.read_summary()["hil_episodes"] == 1
     with pytest.raises(FileNotFoundError, match="no agent|trained agent"):
         run_hil(run, board="host", policy="neural", echo=lambda s: None)
+    # the run's agent (PPO with gSDE, as the Pendulum example config trains it)
+    import stable_baselines3 as sb3
+
+    agent = sb3.PPO("MlpPolicy", run.make_env(), use_sde=True, seed=0, device="cpu",
+                    policy_kwargs={"net_arch": [16, 16]})
+    run.agent_path.parent.mkdir(parents=True, exist_ok=True)
+    agent.save(run.agent_path)
+    neural = run_hil(run, board="host", policy="neural", episodes=1, max_steps=20, echo=lambda s: None)
+    assert neural.max_action_diff <= 1e-5 and neural.protocol_errors == 0
+    assert run.read_summary()["hil_policy"] == "neural"
     with pytest.raises(ValueError, match="unknown option"):
         stage(run, board="host", boudrate=9600)
     with pytest.raises(ValueError, match="board must be one of"):
