@@ -248,6 +248,8 @@ def check_board_protocol(link: BoardLink, model: SparseModel) -> None:
     payload = bytes(np.random.default_rng(4).integers(0, 256, 252, dtype=np.uint8))
     for p in (b"", b"\x00\x00", payload):
         link.ping(p)
+    for n in range(246, 253):  # runs of 254+ non-zero bytes: the board's encoder must split the COBS block
+        link.ping(bytes((k % 255) + 1 for k in range(n)))
     # a non-finite observation gets ERROR with the safe action, never an action computed from it
     with pytest.raises(BoardErrorReply) as e:
         link.act(np.array([np.nan, 0, 0]))
