@@ -268,8 +268,10 @@ def run_policy_hil(
             runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path)
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
             info = link.hello()
-            if gen is not None and info.model_hash != gen.model_hash:
-                raise BoardLinkError(f"board runs model {info.model_hash}, expected {gen.model_hash}")
+            want = gen.model_hash if gen is not None else (model_hash if kind == "sparse" else None)
+            if want is not None and info.model_hash != want:
+                raise BoardLinkError(f"board runs model {info.model_hash}, expected {want} (an ONNX file exported "
+                                     "from another model? re-run `sindyrl export`)")
             echo(f"board at {runner.url}: {info.kind.name.lower()} model '{info.name}' ({info.model_hash}), "
                  f"{info.n_in} -> {info.n_out}")
             res = hil_episodes(link, make_env, reference, n_episodes=episodes, seed=seed, max_steps=max_steps)
@@ -332,6 +334,10 @@ def run_hil(
         raise ValueError(f"policy must be 'sparse' or 'neural', got {policy!r}")
     obj = run.load_model("policy") if policy == "sparse" else run.load_agent()
     seed = int(run.config.seed) if seed is None else int(seed)
+    if board == "onnx" and options.get("onnx_path") is None:
+        exported = Path(run.path) / "export" / ("sparse_policy.onnx" if policy == "sparse" else "policy.onnx")
+        if exported.is_file():  # what `sindyrl export` wrote; otherwise export into the firmware directory
+            options["onnx_path"] = exported
     report = run_policy_hil(
         obj, lambda: run.make_env(), board=board, work_dir=run.firmware_dir, episodes=episodes, seed=seed,
         vecnormalize=_load_vecnormalize(run) if policy == "neural" else None,

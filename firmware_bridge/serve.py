@@ -13,9 +13,12 @@ pseudo-terminal). Where it listens is printed on stdout as
 ``SINDYRL_BOARD tcp PORT`` or ``SINDYRL_BOARD pty PATH``.
 
 The model contract: one float32 input of shape (batch, n_in) (or (n_in,)), the
-first output holds the action (batch, n_out). Optional ONNX metadata:
-``sindyrl_name``, ``sindyrl_hash``, ``action_low`` / ``action_high`` (JSON
-lists, for the safe action). This module imports only onnxruntime, numpy,
+first output holds the action (batch, n_out). ONNX metadata written by the
+``export`` package is used when present: ``model_name`` (INFO's name),
+``source_hash`` (INFO's hash: ``SparseModel.content_hash()`` of a sparse
+policy; else ``source_sha256`` / ``policy_params_sha256``, else the file's
+sha256) and ``output_bounds`` (``{"low": [...], "high": [...]}``: the safe
+action is zero clipped into them). This module imports only onnxruntime, numpy,
 pyserial, cobs and the standard library (and this package's ``protocol``).
 """
 
@@ -85,16 +88,18 @@ class OnnxPolicyServer:
             raise ValueError(f"{path}: {self.n_in} inputs / {self.n_out} outputs exceed the protocol's payload")
         meta = self.session.get_modelmeta().custom_metadata_map
         stem = re.sub(r"[^a-z0-9_]", "_", path.stem.lower())[:32] or "onnx"
-        self.name = name or meta.get("sindyrl_name", stem)
-        self.model_hash = meta.get("sindyrl_hash") or hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        self.name = name or meta.get("model_name", stem)[:32]
+        source = meta.get("source_hash") or meta.get("source_sha256") or meta.get("policy_params_sha256")
+        self.model_hash = (source or hashlib.sha256(path.read_bytes()).hexdigest())[:16]
         safe = np.zeros(self.n_out, np.float32)
         try:
-            if "action_low" in meta and "action_high" in meta:
-                lo = np.asarray(json.loads(meta["action_low"]), np.float32).reshape(-1)
-                hi = np.asarray(json.loads(meta["action_high"]), np.float32).reshape(-1)
+            if "output_bounds" in meta:
+                b = json.loads(meta["output_bounds"])
+                lo = np.array([float(v) for v in b["low"]], np.float32)
+                hi = np.array([float(v) for v in b["high"]], np.float32)
                 if lo.shape == hi.shape == (self.n_out,):
                     safe = np.clip(safe, lo, hi)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, KeyError):
             pass  # malformed metadata: keep zeros
         self.safe_action = safe
         self.n_errors = 0

@@ -254,3 +254,21 @@ def test_run_directory_cli_and_stage(tmp_path):
         stage(run, board="host", boudrate=9600)
     with pytest.raises(ValueError, match="board must be one of"):
         run_hil(run, board="arduino", echo=lambda s: None)
+
+
+def test_onnx_board_uses_the_runs_export_and_checks_its_hash(tmp_path):
+    from export.sparse_model import export_sparse_model
+    from sindyrl.config import config_from_dict
+    from sindyrl.runs import Run
+
+    run = Run.create(config_from_dict({"env": {"id": "Pendulum-v1"}, "seed": 1}), root=tmp_path, name="pend")
+    policy = pendulum_policy()
+    run.save_model("policy", policy)
+    export_sparse_model(policy, run.export_dir / "sparse_policy.onnx")
+    report = run_hil(run, board="onnx", episodes=1, max_steps=20, bench_calls=5, echo=lambda s: None)
+    assert report.model_hash == policy.content_hash() and report.return_rel_diff_max <= 1e-4
+    assert not (run.firmware_dir / "sparse_policy.onnx").exists()  # served the run's export, no new one
+    stale = policy.with_coef(policy.coef * 0.5)
+    export_sparse_model(stale, run.export_dir / "sparse_policy.onnx")
+    with pytest.raises(BoardLinkError, match="exported from another model"):
+        run_hil(run, board="onnx", episodes=1, max_steps=5, echo=lambda s: None)
