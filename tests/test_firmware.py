@@ -361,7 +361,7 @@ def test_link_retries_through_line_noise_and_skips_stale_replies(tmp_path):
     x = np.array([0.2, 0.98, 1.5], np.float32)
     with HostBoard(build.path) as board:
         line = NoisyLine(board.url, corrupt_requests=2)
-        with BoardLink(line.url, timeout=0.3, retries=3) as link:
+        with BoardLink(line.url, timeout=1.0, retries=3) as link:
             np.testing.assert_allclose(link.act(x), model.evaluate(x.astype(np.float64)), rtol=1e-6)
             assert link.stats.retries == 2  # two damaged requests, answered on the third attempt
             assert link.stats.error_replies == 2  # the board said so each time (BAD_CRC / BAD_COBS...)
