@@ -45,6 +45,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run outputs are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,310 @@
+"""Sparse policies: distil a neural SB3 policy into a sparse polynomial u = pi(x) a person can read.
+
+Recipe (after the SINDy-RL paper, extended DAgger-style):
+
+1. roll the neural policy out in the surrogate from stored real states, add
+   Gaussian noise to the visited states, label them with the neural policy's
+   deterministic action;
+2. fit an ensemble STLSQ regression; threshold and ridge alpha chosen by a grid
+   search on held-out states (error measured after clipping to the action
+   bounds), within a size budget;
+3. roll the *sparse* policy out in the surrogate, label the states it visits
+   with the neural action, add them to the data and refit; repeat.
+
+For unsquashed policies (PPO) the label is the network's mean before SB3's
+clip, limited to half a bound-width beyond the bounds: the polynomial then
+fits a smooth target and the clip restores saturation, instead of fitting the
+flat plateaus of a clipped signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import DistillConfig, LibraryConfig
+from .sparse import SparseModel
+
+__all__ = ["SparsePolicy", "distill", "distill_run", "neural_labels", "policy_param_count"]
+
+
+class SparsePolicy:
+    """A policy that is a :class:`SparseModel` (inputs: observations, outputs: actions, clipped to bounds)."""
+
+    def __init__(self, model: SparseModel):
+        if model.output_bounds is None:
+            raise ValueError("SparsePolicy needs a SparseModel with output_bounds (the action bounds)")
+        self.model = model
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for one observation (n_obs,) or a batch (N, n_obs)."""
+        return self.model.evaluate(obs)
+
+    __call__ = act
+
+    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
+        """SB3-style ``predict`` so a SparsePolicy can stand in for an agent."""
+        return self.act(np.asarray(obs, dtype=np.float64)), state
+
+    def equations(self, precision: int = 3) -> list[str]:
+        return self.model.equations(precision)
+
+    @property
+    def nnz(self) -> int:
+        return self.model.nnz
+
+    def save(self, path) -> None:
+        self.model.to_json(path)
+
+    @classmethod
+    def load(cls, path) -> SparsePolicy:
+        return cls(SparseModel.from_json(path))
+
+
+# --------------------------------------------------------------------- neural side
+def _check_agent(agent) -> None:
+    import gymnasium as gym
+
+    space = getattr(agent, "action_space", None)
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"distillation needs a continuous (Box) action space, the agent has {space}")
+    if not isinstance(getattr(agent, "observation_space", None), gym.spaces.Box):
+        raise ValueError(f"distillation needs a Box observation space, the agent has {agent.observation_space}")
+
+
+def neural_labels(agent, states: np.ndarray, margin: float = 0.5) -> np.ndarray:
+    """Deterministic actions of an SB3 agent, before the final clip for unsquashed policies.
+
+    Squashed policies (SAC/TD3/DDPG/BEER) give ``predict``'s action exactly;
+    unsquashed ones (PPO) give the mean limited to ``margin`` bound-widths outside the bounds.
+    """
+    import torch as th
+
+    _check_agent(agent)
+    pol = agent.policy
+    obs_t, _ = pol.obs_to_tensor(np.asarray(states, dtype=np.float32))
+    with th.no_grad():
+        a = pol._predict(obs_t, deterministic=True).cpu().numpy().reshape(len(states), -1).astype(np.float64)
+    low, high = agent.action_space.low.astype(np.float64), agent.action_space.high.astype(np.float64)
+    if pol.squash_output:
+        return np.clip(low + 0.5 * (a + 1.0) * (high - low), low, high)
+    w = high - low
+    return np.clip(a, low - margin * w, high + margin * w)
+
+
+def policy_param_count(agent) -> int:
+    """Weights and biases the deterministic action depends on (the actor, not the critic or log-std)."""
+    pol = agent.policy
+    if hasattr(pol, "actor") and pol.actor is not None:  # SAC, TD3, DDPG, BEER
+        actor = pol.actor
+        n = sum(p.numel() for p in actor.parameters())
+        if hasattr(actor, "log_std") and hasattr(actor.log_std, "parameters"):
+            n -= sum(p.numel() for p in actor.log_std.parameters())
+        return int(n)
+    n = sum(p.numel() for p in pol.mlp_extractor.policy_net.parameters())
+    n += sum(p.numel() for p in pol.action_net.parameters())
+    if not getattr(pol, "share_features_extractor", True):
+        n += sum(p.numel() for p in pol.pi_features_extractor.parameters())
+    else:
+        n += sum(p.numel() for p in pol.features_extractor.parameters())
+    return int(n)
+
+
+# --------------------------------------------------------------------- fitting
+@dataclass
+class _Fit:
+    model: SparseModel
+    val_error: float
+    threshold: float
+    alpha: float
+
+
+def _fit_grid(X, Y, obs_names, action_names, low, high, cfg: DistillConfig, max_nnz: int | None, seed: int) -> _Fit:
+    from .dynamics import fit_sparse_regression
+
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    perm = rng.permutation(n)
+    n_val = max(1, n // 5)
+    val, tr = perm[:n_val], perm[n_val:]
+    lib = LibraryConfig(degree=cfg.degree, fourier=cfg.fourier, include_bias=True)
+    best: _Fit | None = None
+    fallback: _Fit | None = None
+    for thr in sorted(cfg.thresholds):
+        for alpha in cfg.alphas:
+            m, _ = fit_sparse_regression(X[tr], None, Y[tr], lib, obs_names, action_names, thr, alpha, cfg.n_models,
+                                         seed, name="policy")
+            m = m.with_coef(m.coef, output_bounds=(low, high))
+            err = float(np.mean((m.evaluate(X[val]) - np.clip(Y[val], low, high)) ** 2))
+            cand = _Fit(m, err, thr, alpha)
+            if max_nnz is None or m.nnz <= max_nnz:
+                if best is None or err < best.val_error:
+                    best = cand
+            elif fallback is None or m.nnz < fallback.model.nnz:
+                fallback = cand
+    if best is None:
+        best = fallback  # nothing within the budget: the sparsest model found
+    assert best is not None
+    return best
+
+
+def _rollout_states(venv, act: Callable[[np.ndarray], np.ndarray], steps: int) -> np.ndarray:
+    obs = venv.reset()
+    out = []
+    for _ in range(steps):
+        out.append(np.asarray(obs, dtype=np.float64))
+        obs, _, _, _ = venv.step(act(np.asarray(obs, dtype=np.float64)))
+    return np.concatenate(out)
+
+
+def _renorm_pairs(X: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    for c, s in pairs:
+        r = np.maximum(np.hypot(X[:, c], X[:, s]), 1e-12)
+        X[:, c] /= r
+        X[:, s] /= r
+    return X
+
+
+def distill(
+    teacher,
+    make_surrogate: Callable[[int], object],
+    obs_names: Sequence[str],
+    action_names: Sequence[str],
+    cfg: DistillConfig | None = None,
+    unit_pairs: Sequence[tuple[int, int]] = (),
+    evaluate: Callable[[SparsePolicy], np.ndarray] | None = None,
+    max_nnz: int | None = None,
+    seed: int = 0,
+    echo: Callable[..., None] = print,
+    action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[SparsePolicy, list[dict]]:
+    """Distil a teacher policy into a :class:`SparsePolicy`.
+
+    Parameters
+    ----------
+    teacher : SB3 model, or callable
+        An SB3 agent with Box observation and action spaces, or any controller
+        ``teacher(obs (N, n_obs)) -> actions (N, n_act)`` (e.g. an MPC), which
+        then needs ``action_bounds``.
+    make_surrogate : callable
+        ``make_surrogate(n_envs)`` -> a VecEnv (the run's surrogate) to roll policies out in.
+    cfg : DistillConfig
+        Library degree, Fourier terms, ensemble size, passes, grid.
+    evaluate : callable, optional
+        ``evaluate(policy) -> returns`` on the real env, called after every pass (reported, and used to keep the
+        best pass).
+    max_nnz : int, optional
+        Size budget: candidates with more nonzero coefficients are not chosen.
+
+    Returns
+    -------
+    (SparsePolicy, history): one dict per pass (n_states, nnz, validation error, threshold, alpha, returns).
+    """
+    cfg = cfg or DistillConfig()
+    if cfg.passes < 1:
+        raise ValueError(f"distill.passes must be >= 1, got {cfg.passes}")
+    if hasattr(teacher, "policy") and hasattr(teacher, "predict"):
+        _check_agent(teacher)
+        low = teacher.action_space.low.astype(np.float64)
+        high = teacher.action_space.high.astype(np.float64)
+
+        def label(o):
+            return neural_labels(teacher, o)
+
+        def neural_act(o):
+            return teacher.predict(o.astype(np.float32), deterministic=True)[0]
+    elif callable(teacher):
+        if action_bounds is None:
+            raise ValueError("distill: a callable teacher needs action_bounds=(low, high)")
+        low, high = (np.asarray(b, dtype=np.float64).reshape(-1) for b in action_bounds)
+
+        def label(o):
+            return np.asarray(teacher(o), dtype=np.float64).reshape(len(o), -1)
+
+        def neural_act(o):
+            return np.clip(label(o), low, high)
+    else:
+        raise TypeError(f"distill: teacher must be an SB3 model or a callable, got {type(teacher).__name__}")
+    rng = np.random.default_rng(seed)
+    venv = make_surrogate(cfg.n_rollouts)
+    horizon = int(getattr(venv, "horizon", 200))
+
+    S = _rollout_states(venv, neural_act, horizon)
+    scale = np.maximum(S.std(axis=0), 1e-8)
+    noisy = _renorm_pairs(S + rng.normal(size=S.shape) * cfg.noise_std * scale, unit_pairs)
+    X = np.concatenate([S, noisy])
+    Y = label(X)
+    history: list[dict] = []
+    best: tuple[float, SparsePolicy] | None = None
+    for k in range(cfg.passes):
+        fit = _fit_grid(X, Y, list(obs_names), list(action_names), low, high, cfg, max_nnz, seed + k)
+        pol = SparsePolicy(fit.model)
+        rec = {"pass": k + 1, "n_states": len(X), "nnz": pol.nnz, "val_mse": fit.val_error,
+               "threshold": fit.threshold, "alpha": fit.alpha}
+        if evaluate is not None:
+            ret = np.asarray(evaluate(pol))
+            rec.update(return_mean=float(ret.mean()), return_std=float(ret.std()))
+            score = float(ret.mean())
+        else:
+            score = -fit.val_error
+        history.append(rec)
+        echo(f"[distill pass {k + 1}/{cfg.passes}] {len(X)} labelled states, {pol.nnz} nonzero coefficients, "
+             f"held-out MSE {fit.val_error:.4g} (threshold {fit.threshold:g}, alpha {fit.alpha:g})"
+             + (f", real return {rec['return_mean']:.1f} ± {rec['return_std']:.1f}" if evaluate else ""))
+        if best is None or score > best[0]:
+            best = (score, pol)
+        if k + 1 < cfg.passes:
+            # DAgger: states the sparse policy visits, labelled by the neural policy
+            visited = _rollout_states(venv, pol.act, horizon)
+            X = np.concatenate([X, visited])
+            Y = np.concatenate([Y, label(visited)])
+    assert best is not None
+    return best[1], history
+
+
+def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
+    """The ``distill`` stage: fit ``models/policy.json`` and compare both policies on the real env."""
+    from .dyna import build_surrogate
+    from .evaluation import evaluate_policy, sb3_act
+    from .reward import SINDyReward, known_reward
+
+    cfg = run.config
+    agent = agent if agent is not None else run.load_agent()
+    _check_agent(agent)
+    spec = run.spec
+    dyn = run.load_model("dynamics")
+    reward = known_reward(cfg.reward.known) if cfg.reward.known else \
+        SINDyReward.from_model(run.load_model("reward"), len(spec.obs_names))
+    buffer = run.load_data()
+    n_params = policy_param_count(agent)
+    dc = cfg.distill
+    budget = dc.max_terms if dc.max_terms is not None else max(1, int(0.01 * n_params))
+
+    def make_surrogate(n):
+        return build_surrogate(cfg, dyn, reward, buffer, spec, cfg.seed + 777, n_envs=n)
+
+    pass_seed = cfg.seed + 50_000  # pass selection uses other episodes than the final comparison
+
+    def evaluate(pol):
+        return evaluate_policy(pol.act, run.make_env, 5, seed=pass_seed)
+
+    policy, history = distill(agent, make_surrogate, spec.obs_names, spec.action_names, dc, spec.unit_pairs,
+                              evaluate=evaluate, max_nnz=budget, seed=cfg.seed, echo=echo)
+    run.save_model("policy", policy.model)
+    echo("  sparse policy:\n    " + "\n    ".join(policy.equations()))
+    n = dc.eval_episodes
+    neural = evaluate_policy(sb3_act(agent), run.make_env, n, seed=cfg.seed)
+    sparse = evaluate_policy(policy.act, run.make_env, n, seed=cfg.seed)
+    out = {
+        "neural_policy_return_mean": float(neural.mean()), "neural_policy_return_std": float(neural.std()),
+        "sparse_policy_return_mean": float(sparse.mean()), "sparse_policy_return_std": float(sparse.std()),
+        "neural_policy_returns": neural.tolist(), "sparse_policy_returns": sparse.tolist(),
+        "neural_policy_params": n_params, "sparse_policy_nnz": policy.nnz,
+        "sparse_policy_size_ratio": policy.nnz / n_params, "distill_history": history,
+    }
+    echo(f"[distill] real env, {n} episodes (seeds {cfg.seed}..{cfg.seed + n - 1}): neural {neural.mean():.1f} ± "
+         f"{neural.std():.1f} with {n_params} parameters | sparse {sparse.mean():.1f} ± {sparse.std():.1f} with "
+         f"{policy.nnz} nonzero coefficients ({100 * policy.nnz / n_params:.2f}% of the size)")
+    return out

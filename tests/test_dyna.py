@@ -1,0 +1,83 @@
+"""The Dyna loop end to end on a tiny budget; resume after a crash without losing real data; the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+import sindyrl.dyna as dyna_mod
+from sindyrl.cli import main
+from sindyrl.config import config_from_dict
+from sindyrl.dyna import Dyna
+from sindyrl.runs import Run
+
+TINY = {
+    "name": "tiny",
+    "seed": 1,
+    "env": {"id": "Pendulum-v1", "max_episode_steps": 50},
+    "collect": {"random_steps": 300, "steps_per_iteration": 100},
+    "dynamics": {"library": {"degree": 2}, "n_models": 5},
+    "reward": {"known": "pendulum"},
+    "agent": {"algo": "ppo", "n_envs": 4, "initial_steps": 1024, "steps_per_iteration": 512,
+              "kwargs": {"n_steps": 128, "batch_size": 128, "n_epochs": 2}},
+    "dyna": {"iterations": 3, "eval_episodes": 1, "final_eval_episodes": 2},
+}
+
+
+def test_dyna_runs_writes_artifacts_and_resumes_after_crash(tmp_path, monkeypatch):
+    cfg = config_from_dict(TINY)
+    run = Run.create(cfg, root=tmp_path, name="r")
+    real_eval = dyna_mod.evaluate_policy
+    calls = {"n": 0}
+
+    def crashing_eval(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # iteration 2, after training, before its real collection
+            raise RuntimeError("simulated crash")
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(dyna_mod, "evaluate_policy", crashing_eval)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    state = json.loads((run.path / "state.json").read_text())
+    assert state["iteration"] == 1
+    data_after_crash = run.load_data()
+    assert len(data_after_crash) == 400  # 300 random + 100 with the policy of iteration 1
+    monkeypatch.setattr(dyna_mod, "evaluate_policy", real_eval)
+
+    summary = Dyna(Run.open(run.path).config, Run.open(run.path), echo=lambda *a: None, progress_bar=False).run()
+    data = run.load_data()
+    assert len(data) == 500  # nothing lost, nothing collected twice
+    np.testing.assert_array_equal(data.obs[:400], data_after_crash.obs)
+    rows = run.read_metrics()
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    for col in ("real_steps_collect", "real_steps_eval", "surrogate_steps", "eval_return_mean", "eval_return_std",
+                "model_one_step_error", "wall_seconds"):
+        assert col in rows[0]
+    assert summary["real_steps_collect"] == 500
+    assert summary["surrogate_steps"] == 1024 + 512 + 512 or summary["surrogate_steps"] >= 2048
+    assert len(summary["eval_returns"]) == 2
+    for f in ("models/dynamics.json", "agent/agent.zip", "metrics.csv", "summary.json", "manifest.json",
+              "plots/learning_curve.png", "plots/model_rollout.png", "config.yaml"):
+        assert (run.path / f).is_file(), f
+
+
+def test_cli_fit_prints_equations(tmp_path, capsys):
+    import yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    assert main(["fit", str(p), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "th_dot' =" in out and "sin_th" in out
+    assert (tmp_path / "m" / "dynamics.json").is_file()
+
+
+def test_cli_bad_config_is_one_clear_line(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("env: {id: Pendulum-v1}\nagent: {algo: a2c}\n")
+    assert main(["train", str(p), "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "agent.algo" in err and "Traceback" not in err
+    assert main(["distill", str(tmp_path / "nope")]) == 2
+    assert "run directory not found" in capsys.readouterr().err

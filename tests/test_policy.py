@@ -1,0 +1,110 @@
+"""Sparse policy distillation, the distill stage and the run report."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from test_surrogate import ACT, OBS, pendulum_model, starts
+
+from sindyrl.config import DistillConfig, config_from_dict
+from sindyrl.policy import SparsePolicy, distill, distill_run, neural_labels, policy_param_count
+from sindyrl.report import write_report
+from sindyrl.reward import known_reward
+from sindyrl.runs import Run
+from sindyrl.sparse import SparseModel
+from sindyrl.surrogate import SurrogateVecEnv
+
+NAMES = ["cos_th", "sin_th", "th_dot"]
+
+
+def make_surrogate(n):
+    return SurrogateVecEnv(pendulum_model(), known_reward("pendulum"), starts(200), OBS, ACT, horizon=60, n_envs=n,
+                           seed=0)
+
+
+def test_distilling_a_known_polynomial_controller_recovers_its_terms():
+    def teacher(o):  # a polynomial controller, saturating at the bounds
+        return (-1.5 * o[:, 1] - 0.4 * o[:, 2] + 0.3 * o[:, 0] * o[:, 2])[:, None]
+
+    cfg = DistillConfig(degree=2, n_models=5, passes=2, n_rollouts=8, thresholds=[1e-3, 1e-2], alphas=[1e-8])
+    pol, hist = distill(teacher, make_surrogate, NAMES, ["u"], cfg, unit_pairs=[(0, 1)],
+                        action_bounds=([-2.0], [2.0]), echo=lambda *a: None)
+    names = pol.model.term_names()
+    found = {names[k]: pol.model.coef[0, k] for k in np.flatnonzero(pol.model.coef[0])}
+    assert set(found) == {"sin_th", "th_dot", "cos_th th_dot"}, found
+    assert found["sin_th"] == pytest.approx(-1.5, abs=1e-6) and found["cos_th th_dot"] == pytest.approx(0.3, abs=1e-6)
+    assert len(hist) == 2 and hist[1]["n_states"] > hist[0]["n_states"]  # DAgger added visited states
+    X = np.random.default_rng(0).normal(size=(50, 3)) * 3
+    np.testing.assert_allclose(pol.act(X), np.clip(teacher(X), -2, 2), atol=1e-6)
+
+
+def test_act_matches_sparse_model_single_and_batch():
+    m = SparseModel(NAMES, ["u"], [(), ((1, "pow", 1),), ((2, "pow", 3),)], [[0.1, -2.0, 0.05]],
+                    output_bounds=([-2.0], [2.0]))
+    pol = SparsePolicy(m)
+    X = np.random.default_rng(1).normal(size=(20, 3))
+    np.testing.assert_array_equal(pol.act(X), m.evaluate(X))
+    np.testing.assert_array_equal(pol.act(X[3]), m.evaluate(X)[3])
+    assert pol.act(X[3]).shape == (1,) and pol.equations()[0].startswith("u = 0.1")
+    with pytest.raises(ValueError, match="output_bounds"):
+        SparsePolicy(m.with_coef(m.coef, output_bounds=None))
+
+
+def test_neural_labels_and_param_count_for_ppo_and_sac():
+    from stable_baselines3 import PPO, SAC
+
+    env = gym.make("Pendulum-v1")
+    X = np.random.default_rng(0).uniform(-1, 1, size=(30, 3)).astype(np.float32)
+    for cls in (PPO, SAC):
+        agent = cls("MlpPolicy", env, seed=0, device="cpu")
+        lab = neural_labels(agent, X)
+        np.testing.assert_allclose(np.clip(lab, -2, 2), agent.predict(X, deterministic=True)[0], atol=1e-5)
+        n = policy_param_count(agent)
+        hidden = 64 if cls is PPO else 256
+        assert n == 3 * hidden + hidden + hidden * hidden + hidden + hidden + 1
+
+
+def test_bad_input_is_rejected(tmp_path):
+    from stable_baselines3 import PPO
+
+    cfg = config_from_dict({"env": {"id": "Pendulum-v1"}})
+    run = Run.create(cfg, root=tmp_path, name="empty")
+    with pytest.raises(FileNotFoundError, match="no trained agent"):
+        distill_run(run, echo=lambda *a: None)
+    disc = PPO("MlpPolicy", gym.make("CartPole-v1"), device="cpu")
+    with pytest.raises(ValueError, match="continuous"):
+        distill(disc, make_surrogate, NAMES, ["u"], echo=lambda *a: None)
+    with pytest.raises(ValueError, match="action_bounds"):
+        distill(lambda o: o[:, :1], make_surrogate, NAMES, ["u"], echo=lambda *a: None)
+
+
+def test_distill_stage_and_report_on_a_small_run(tmp_path):
+    from sindyrl.dyna import Dyna
+
+    cfg = config_from_dict({
+        "name": "small", "seed": 0,
+        "env": {"id": "Pendulum-v1", "max_episode_steps": 40},
+        "collect": {"random_steps": 200, "steps_per_iteration": 40},
+        "dynamics": {"library": {"degree": 2}, "n_models": 4},
+        "reward": {"known": "pendulum"},
+        "agent": {"algo": "ppo", "n_envs": 4, "initial_steps": 512, "steps_per_iteration": 0,
+                  "kwargs": {"n_steps": 64, "batch_size": 64, "n_epochs": 1}},
+        "dyna": {"iterations": 1, "eval_episodes": 1, "final_eval_episodes": 2},
+        "distill": {"degree": 2, "n_models": 3, "passes": 2, "n_rollouts": 4, "eval_episodes": 2,
+                    "thresholds": [1e-3, 1e-2], "alphas": [1e-6]},
+    })
+    run = Run.create(cfg, root=tmp_path, name="small")
+    Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    out = distill_run(run, echo=lambda *a: None)
+    run.update_summary(out)
+    assert run.model_path("policy").is_file()
+    for k in ("neural_policy_return_mean", "sparse_policy_return_mean", "neural_policy_return_std",
+              "sparse_policy_return_std", "neural_policy_params", "sparse_policy_nnz"):
+        assert k in out
+    assert out["sparse_policy_nnz"] <= max(1, int(0.01 * out["neural_policy_params"])) or out["sparse_policy_nnz"] <= 10
+    paths = write_report(run)
+    md = paths["md"].read_text()
+    htm = paths["html"].read_text()
+    pol = run.load_model("policy")
+    assert pol.equations()[0] in md and "th_dot' =" in md
+    assert "data:image/png;base64," in htm and "<img" in htm and "src='plots/" not in htm  # self-contained
+    assert "Sparse vs neural policy" in md and "Learning curve" in md
