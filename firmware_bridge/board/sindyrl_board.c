@@ -8,7 +8,7 @@
 
 #define SINDYRL_MAX_VALUES (SINDYRL_MAX_PAYLOAD / 4u)
 
-/* Kinds of model the descriptor may name; the same values as INFO's kind byte. */
+/* INFO: kind, n_in, n_out, max_payload, 16-byte hash, name length; then the name. */
 #define SINDYRL_INFO_FIXED 24u
 #define SINDYRL_MAX_NAME 32u
 
@@ -31,7 +31,7 @@ static int send_error(sindyrl_board_t *board, sindyrl_err_t code, uint8_t reques
     board->n_errors++;
     tx_payload[0] = (uint8_t)code;
     tx_payload[1] = request_type;
-    for (i = 0; i < m->n_out && i < SINDYRL_MAX_VALUES - 1u; i++) {
+    for (i = 0; i < m->n_out && 2u + 4u * (i + 1u) <= SINDYRL_MAX_PAYLOAD; i++) {
         sindyrl_put_f32(tx_payload + 2 + 4 * i, m->safe_action[i]);
     }
     return send(SINDYRL_MSG_ERROR, seq, tx_payload, 2 + 4 * i);
@@ -73,12 +73,22 @@ static int read_inputs(const uint8_t *p, size_t n, float *x)
     return bad;
 }
 
+/* The largest model the frames can carry (BENCH: 5 bytes + inputs; ERROR: 2 bytes + outputs). */
+static int model_fits(const sindyrl_model_desc_t *m)
+{
+    return m->n_in >= 1u && 5u + 4u * m->n_in <= SINDYRL_MAX_PAYLOAD && m->n_out >= 1u &&
+           2u + 4u * m->n_out <= SINDYRL_MAX_PAYLOAD;
+}
+
 static int handle_obs(sindyrl_board_t *board, const sindyrl_frame_t *f)
 {
     const sindyrl_model_desc_t *m = &sindyrl_board_model;
     float x[SINDYRL_MAX_VALUES];
     float y[SINDYRL_MAX_VALUES];
     size_t i;
+    if (!model_fits(m)) {
+        return send_error(board, SINDYRL_ERR_EVAL_FAILED, f->type, f->seq);
+    }
     if (f->payload_len != 4u * m->n_in) {
         return send_error(board, SINDYRL_ERR_BAD_LENGTH, f->type, f->seq);
     }
@@ -111,6 +121,9 @@ static int handle_bench(sindyrl_board_t *board, const sindyrl_frame_t *f)
     n = sindyrl_get_u32(f->payload);
     mode = f->payload[4];
     if (mode == 0u) {
+        if (!model_fits(m)) {
+            return send_error(board, SINDYRL_ERR_EVAL_FAILED, f->type, f->seq);
+        }
         if (f->payload_len != 5u + 4u * m->n_in) {
             return send_error(board, SINDYRL_ERR_BAD_LENGTH, f->type, f->seq);
         }
