@@ -75,8 +75,12 @@ class LibraryConfig:
 
 @dataclass
 class DynamicsConfig:
-    """E-SINDy dynamics model x[k+1] = Theta(x[k], u[k]) Xi."""
+    """E-SINDy dynamics model x[k+1] = Theta(x[k], u[k]) Xi (or a neural-network ensemble baseline)."""
 
+    #: ``sindy`` (E-SINDy) or ``nn`` (an ensemble of small MLPs, the "Dyna-NN" baseline)
+    model: Literal["sindy", "nn"] = "sindy"
+    #: options of the ``nn`` model (see sindyrl.nn_dynamics)
+    nn: dict = field(default_factory=dict)
     library: LibraryConfig = field(default_factory=LibraryConfig)
     threshold: float = 1e-3
     alpha: float = 1e-5

@@ -24,6 +24,7 @@ from .dynamics import SINDyDynamics
 from .evaluation import evaluate_policy, sb3_act
 from .reward import SINDyReward, known_reward
 from .runs import Run, algorithm_class
+from .sparse import SparseModel
 from .surrogate import SurrogateVecEnv
 
 __all__ = ["Dyna", "build_surrogate", "fit_models"]
@@ -34,9 +35,14 @@ log = logging.getLogger("sindyrl")
 def fit_models(cfg: Config, buffer: TransitionBuffer, spec, seed: int):
     """Fit the dynamics (and the reward unless it is known) on ``buffer``; returns (dynamics, reward, scores)."""
     train_mask, val_mask = buffer.split_episodes(cfg.dynamics.holdout, seed)
-    dyn = SINDyDynamics.from_config(cfg.dynamics, spec.obs_names, spec.action_names, spec.unit_pairs, seed).fit(
-        buffer, val_mask
-    )
+    if cfg.dynamics.model == "nn":
+        from .nn_dynamics import NNEnsembleDynamics
+
+        dyn = NNEnsembleDynamics.from_config(cfg.dynamics, spec.obs_names, spec.action_names, spec.unit_pairs,
+                                             seed).fit(buffer, val_mask)
+    else:
+        dyn = SINDyDynamics.from_config(cfg.dynamics, spec.obs_names, spec.action_names, spec.unit_pairs,
+                                        seed).fit(buffer, val_mask)
     scores = dict(dyn.scores_)
     if cfg.reward.known:
         reward = known_reward(cfg.reward.known)
@@ -175,19 +181,23 @@ class Dyna:
             t_it = time.time()
             # ---- fit models on all real data
             dyn, reward, scores = fit_models(cfg, buffer, self.spec, seed + it)
-            run.save_model("dynamics", dyn.model_)
+            sparse = isinstance(getattr(dyn, "model_", None), SparseModel)
+            if sparse:
+                run.save_model("dynamics", dyn.model_)
             if not cfg.reward.known:
                 run.save_model("reward", reward.model_)
+            size = f"{dyn.model_.nnz} terms, {dyn.model_.n_models} members" if sparse else f"{dyn.n_models} networks"
             echo(f"[fit {it + 1}/{cfg.dyna.iterations}] dynamics on {len(buffer)} transitions: "
-                 f"{dyn.model_.nnz} terms, {dyn.model_.n_models} members, one-step error "
+                 f"{size}, one-step error "
                  f"{scores['model_one_step_error']:.4f}, {cfg.dynamics.rollout_steps}-step rollout error "
                  f"{scores['model_rollout_error']:.4f}")
-            if it == start_it:
+            if it == start_it and sparse:
                 echo("  learned dynamics:\n    " + "\n    ".join(dyn.equations()))
                 if not cfg.reward.known:
                     echo("  learned reward:\n    " + "\n    ".join(reward.equations()))
             # ---- train the agent in the surrogate
-            venv = build_surrogate(cfg, dyn.model_, reward, buffer, self.spec, seed + 1000 * (it + 1))
+            venv = build_surrogate(cfg, dyn.model_ if sparse else dyn, reward, buffer, self.spec,
+                                   seed + 1000 * (it + 1))
             if agent is None:
                 agent = self._make_agent(venv)
                 n_train = cfg.agent.initial_steps
@@ -218,8 +228,10 @@ class Dyna:
                 "surrogate_steps": surrogate_steps, "eval_return_mean": float(returns.mean()),
                 "eval_return_std": float(returns.std()), "eval_return_min": float(returns.min()),
                 "model_one_step_error": scores["model_one_step_error"],
-                "model_rollout_error": scores["model_rollout_error"], "dynamics_nnz": dyn.model_.nnz,
-                "dynamics_members": dyn.model_.n_models, "wall_seconds": time.time() - t_start,
+                "model_rollout_error": scores["model_rollout_error"],
+                "dynamics_nnz": dyn.model_.nnz if sparse else None,
+                "dynamics_members": dyn.model_.n_models if sparse else dyn.n_models,
+                "wall_seconds": time.time() - t_start,
             }
             if "reward_error" in scores:
                 row["reward_error"] = scores["reward_error"]
@@ -251,7 +263,7 @@ class Dyna:
             "eval_return_mean": float(final.mean()), "eval_return_std": float(final.std()),
             "eval_return_min": float(final.min()), "eval_episodes": n_final,
             "eval_returns": [float(r) for r in final],
-            "dynamics_nnz": int(rows[-1]["dynamics_nnz"]) if rows else None,
+            "dynamics_nnz": (rows[-1].get("dynamics_nnz") or None) if rows else None,
             "train_wall_seconds": time.time() - t_start,
         }
         run.update_summary(summary)
