@@ -180,17 +180,25 @@ def test_critic_attack_needs_a_critic():
         CriticAttack(0.1, SCALE).bind(ppo)
     with pytest.raises(ValueError, match="bind"):
         MADAttack(0.1, SCALE).perturb(np.zeros(3, dtype=np.float32))
-    # MAD works on PPO's Gaussian mean
+    # MAD works on PPO's Gaussian mean, from a random or a reversing start
     obs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=np.float32)
-    out = MADAttack(0.2, SCALE).bind(ppo).perturb(obs)
-    assert out.shape == obs.shape and np.all(Ball(0.2, SCALE).contains(obs, out))
+    for start in ("random", "reverse"):
+        out = MADAttack(0.2, SCALE, start=start).bind(ppo).perturb(obs)
+        assert out.shape == obs.shape and np.all(Ball(0.2, SCALE).contains(obs, out))
+        assert np.any(out != obs)
+    with pytest.raises(ValueError, match="start"):
+        MADAttack(0.2, SCALE, start="zero")
 
 
 def test_learned_attacker_and_gap_objective(td3):
     space = make_pendulum().observation_space
     atk = train_attacker(make_short_pendulum, td3, 0.3, SCALE, total_timesteps=256,
-                         ppo_kwargs=dict(n_steps=128, batch_size=64, n_epochs=2), seed=0)
+                         ppo_kwargs=dict(n_steps=128, batch_size=64, n_epochs=2), seed=0, init_states=2048)
     _check_wrapped_episode(atk, lambda o: td3.predict(o, deterministic=True)[0], n_steps=30)
+    # started from an imitation of MAD, the learned attacker is a real attack, not noise
+    noise = episode_returns(td3, make_pendulum, RandomAttack(0.3, SCALE, space.low, space.high), 4, seed=100).mean()
+    learned = episode_returns(td3, make_pendulum, atk, 4, seed=100).mean()
+    assert learned < noise - 100, (learned, noise)
     # reward -r without references
     env = AttackerEnv(make_short_pendulum, td3, 0.3, SCALE, seed=0)
     env.reset(seed=1)

@@ -52,6 +52,7 @@ __all__ = [
     "VecObservationAttack",
     "AttackerEnv",
     "train_attacker",
+    "imitate_attack",
 ]
 
 SCALE_KINDS = ("std", "range", "unit")
@@ -302,6 +303,11 @@ class _GradientAttack(Attack):
     def _reference(self, s: torch.Tensor) -> Any:
         return None
 
+    def _start(self, obs: np.ndarray, s: torch.Tensor, ref: Any, step: torch.Tensor, lo_t: torch.Tensor,
+               hi_t: torch.Tensor) -> torch.Tensor:
+        # A random start: the MAD objective has zero gradient at s_hat = s.
+        return self.victim.obs_tensor(self.ball.sample(obs, self._rng))
+
     def _perturb(self, obs: np.ndarray) -> np.ndarray:
         if self.epsilon == 0:
             return obs
@@ -312,8 +318,7 @@ class _GradientAttack(Attack):
         s = v.obs_tensor(obs)
         with torch.no_grad():
             ref = self._reference(s)
-        # A random start: the MAD objective has zero gradient at s_hat = s.
-        x = v.obs_tensor(self.ball.sample(obs, self._rng))
+        x = self._start(obs, s, ref, step, lo_t, hi_t)
         for _ in range(self.steps):
             x.requires_grad_(True)
             loss = self._objective(s, x, ref).sum()
@@ -334,10 +339,33 @@ class MADAttack(_GradientAttack):
         PGD iterations.
     step_size : float, optional
         Step per iteration in units of ``scale``; default ``epsilon / 10``.
+    start : {"random", "reverse"}, default "random"
+        ``random``: PGD starts from a uniform point of the ball (the usual
+        MAD). ``reverse``: the first step pushes the action against its clean
+        value (ascent on ``-<mu(s_hat), mu(s)>``). The MAD objective is
+        symmetric, so from a random start the attack is a two-valued function
+        of the state; the reverse start makes it a single-valued one, which a
+        learned attacker can imitate (:func:`imitate_attack`).
     """
 
     kind = "mad"
     sign = 1.0
+
+    def __init__(self, epsilon: float, scale: np.ndarray, low: np.ndarray | None = None,
+                 high: np.ndarray | None = None, name: str | None = None, victim: Any = None,
+                 steps: int = 10, step_size: float | None = None, start: str = "random") -> None:
+        super().__init__(epsilon, scale, low, high, name, victim, steps, step_size)
+        if start not in ("random", "reverse"):
+            raise ValueError(f"mad: start must be 'random' or 'reverse', got {start!r}")
+        self.start = start
+
+    def _start(self, obs, s, ref, step, lo_t, hi_t):
+        if self.start == "random":
+            return super()._start(obs, s, ref, step, lo_t, hi_t)
+        x = s.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(-(self.victim.action_tensor(x) * ref).sum(), x)
+        with torch.no_grad():
+            return torch.minimum(torch.maximum(s + step * torch.sign(grad), lo_t), hi_t)
 
     def _reference(self, s: torch.Tensor) -> torch.Tensor:
         return self.victim.action_tensor(s)
@@ -585,10 +613,66 @@ def default_attacker_kwargs() -> dict:
                 policy_kwargs=dict(net_arch=[64, 64]))
 
 
+def _visited_states(victim: Victim, make_env: Callable[[], gym.Env], attack: Attack, n_states: int,
+                    seed: int, n_copies: int = 16) -> np.ndarray:
+    """True states met by ``victim`` under ``attack`` in ``n_copies`` env copies stepped in lockstep."""
+    envs = [make_env() for _ in range(n_copies)]
+    obs = np.stack([np.asarray(e.reset(seed=seed + i)[0]) for i, e in enumerate(envs)])
+    attack.reset(seed)
+    out = []
+    n_ep = n_copies
+    while sum(len(o) for o in out) < n_states:
+        out.append(obs.copy())
+        acts = np.asarray(victim.act(attack.perturb(obs))).reshape(n_copies, -1)
+        for i, e in enumerate(envs):
+            o, _, te, tr, _ = e.step(acts[i])
+            if te or tr:
+                o, _ = e.reset(seed=seed + n_ep)
+                n_ep += 1
+            obs[i] = o
+    for e in envs:
+        e.close()
+    return np.concatenate(out)[:n_states]
+
+
+def imitate_attack(model: Any, attack: Attack, states: np.ndarray, epochs: int = 300, batch_size: int = 256,
+                   lr: float = 1e-3, seed: int = 0) -> float:
+    """Fit a PPO attacker's mean action to reproduce ``attack`` (``atanh`` of its normalised perturbation).
+
+    A learned attacker trained from scratch on a small budget barely moves away
+    from "no attack"; started from an amortised MAD it is a strong attack from
+    the first step, and PPO then improves it on the true objective. Returns the
+    final mean squared error (in pre-tanh units).
+    """
+    S = np.asarray(states, dtype=np.float64)
+    radius = attack.ball.radius
+    delta = attack.perturb(S).astype(np.float64) - S
+    unit = np.divide(delta, radius, out=np.zeros_like(delta), where=radius > 0)
+    target = np.arctanh(np.clip(unit, -0.995, 0.995))
+    pol = model.policy
+    dev = pol.device
+    X = torch.as_tensor(S, dtype=torch.float32, device=dev)
+    Y = torch.as_tensor(target, dtype=torch.float32, device=dev)
+    params = [p for n, p in pol.named_parameters() if not n.startswith("value_net") and n != "log_std"]
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    loss = torch.tensor(float("nan"))
+    pol.set_training_mode(True)
+    for _ in range(int(epochs)):
+        idx = torch.randint(0, len(X), (min(batch_size, len(X)),), generator=gen)
+        mean = pol.get_distribution(X[idx]).distribution.mean
+        loss = ((mean - Y[idx]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pol.set_training_mode(False)
+    return float(loss.detach())
+
+
 def train_attacker(make_env: Callable[[], gym.Env], victim: Any, epsilon: float, scale: np.ndarray, *,
                    total_timesteps: int, references: Sequence[Any] = (), model: Any = None,
                    n_envs: int = 1, seed: int = 0, ppo_kwargs: dict | None = None,
-                   name: str = "learned") -> LearnedAttack:
+                   init: Any = "mad", init_states: int = 4096, name: str = "learned") -> LearnedAttack:
     """Train (or continue training) a PPO attacker; return it as a :class:`LearnedAttack`.
 
     Parameters
@@ -609,6 +693,13 @@ def train_attacker(make_env: Callable[[], gym.Env], victim: Any, epsilon: float,
     seed : int, default 0
     ppo_kwargs : dict, optional
         Overrides of :func:`default_attacker_kwargs`.
+    init : "mad", None or a policy, default "mad"
+        Start a new attacker by imitating MAD (:func:`imitate_attack`) aimed at
+        the victim (no references) or at the last reference (gap objective: an
+        attack the current set is weak against), or at the given policy;
+        ``None`` starts from scratch. Needs a differentiable target (SB3).
+    init_states : int, default 4096
+        States (visited by the target under MAD in ``make_env``) to imitate on.
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.monitor import Monitor
@@ -619,10 +710,19 @@ def train_attacker(make_env: Callable[[], gym.Env], victim: Any, epsilon: float,
     envs = [AttackerEnv(make_env, victim, epsilon, scale, references=references, seed=seed + 1000 * i)
             for i in range(int(n_envs))]
     vec = DummyVecEnv([(lambda e=e: Monitor(e)) for e in envs])
+    space = envs[0].observation_space
     if model is None:
         kw = default_attacker_kwargs()
         kw.update(ppo_kwargs or {})
         model = PPO("MlpPolicy", vec, seed=seed, verbose=0, device="cpu", **kw)
+        if init is not None:
+            if isinstance(init, str) and init != "mad":
+                raise ValueError(f"train_attacker: init must be 'mad', None or a policy, got {init!r}")
+            target = as_victim(init if not isinstance(init, str) else (references[-1] if references else victim))
+            if target.differentiable:
+                mad = MADAttack(epsilon, scale, space.low, space.high, victim=target, start="reverse")
+                states = _visited_states(target, make_env, mad, int(init_states), seed)
+                imitate_attack(model, mad, states, seed=seed)
     else:
         model.set_env(vec)
 
@@ -633,5 +733,4 @@ def train_attacker(make_env: Callable[[], gym.Env], victim: Any, epsilon: float,
     for e in envs:
         e.set_attacker(act)
     model.learn(int(total_timesteps), reset_num_timesteps=False)
-    space = envs[0].observation_space
     return LearnedAttack(model, epsilon, scale, space.low, space.high, name=name)

@@ -72,8 +72,9 @@ def episode_returns(policy: Any, make_env: Callable[[], gym.Env], attack: Attack
         ret = np.zeros(len(chunk))
         while not done.all():
             idx = np.flatnonzero(~done)
-            acts = victim.act(attack.perturb(obs[idx]))
-            acts = np.asarray(acts).reshape(len(idx), -1)
+            acts = np.asarray(victim.act(attack.perturb(obs[idx]))).reshape(len(idx), -1)
+            if isinstance(envs[0].action_space, gym.spaces.Box):
+                acts = np.clip(acts, envs[0].action_space.low, envs[0].action_space.high)
             for j, i in enumerate(idx):
                 o, r, te, tr, _ = envs[i].step(acts[j])
                 obs[i] = o
