@@ -203,12 +203,15 @@ def _port_open(port: int) -> bool:
 
 
 class OnnxBoard(Board):
-    """The ONNX edge server (``firmware_bridge.serve``) as a process on a TCP port."""
+    """The ONNX edge server (``firmware_bridge.serve``) as a process on a TCP port or a pty."""
 
-    def __init__(self, model_path, start_timeout: float = 60.0, python: str | None = None):
+    def __init__(self, model_path, transport: str = "tcp", start_timeout: float = 60.0, python: str | None = None):
+        if transport not in ("tcp", "pty"):
+            raise ValueError(f"OnnxBoard: transport must be 'tcp' or 'pty', got {transport!r}")
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"OnnxBoard: ONNX model not found: {self.model_path}")
+        self.transport = transport
         self.start_timeout = start_timeout
         self.python = python or sys.executable
 
@@ -216,8 +219,9 @@ class OnnxBoard(Board):
         return f"ONNX edge server for {self.model_path}"
 
     def start(self) -> OnnxBoard:
-        cmd = [self.python, "-m", "firmware_bridge.serve", str(self.model_path), "--port", "tcp://127.0.0.1:0"]
+        port = "tcp://127.0.0.1:0" if self.transport == "tcp" else "pty"
+        cmd = [self.python, "-m", "firmware_bridge.serve", str(self.model_path), "--port", port]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        where = self._read_announcement(self.start_timeout).split()[2]
-        self.url = f"socket://127.0.0.1:{where}"
+        kind, where = self._read_announcement(self.start_timeout).split()[1:3]
+        self.url = f"socket://127.0.0.1:{where}" if kind == "tcp" else where
         return self

@@ -169,24 +169,14 @@ def test_onnx_board_hil_with_exported_neural_policy(tmp_path):
 
 
 def test_onnx_edge_server_on_a_pty(tmp_path):
-    import subprocess
-    import sys
-
     rng = np.random.default_rng(1)
     W, b = rng.normal(size=(3, 1)), rng.normal(size=1)
     _tanh_onnx(tmp_path / "edge.onnx", W, b)
-    proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.serve", str(tmp_path / "edge.onnx"), "--port", "pty"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline().split()
-        assert line[:2] == ["SINDYRL_BOARD", "pty"], line
-        with BoardLink(line[2], timeout=5.0) as link:
-            x = np.array([0.5, -0.5, 2.0], np.float32)
-            want = 2.0 * np.tanh(x.astype(np.float64) @ W + b)
-            np.testing.assert_allclose(link.act(x), want, rtol=1e-6)
-    finally:
-        proc.kill()
-        proc.wait()
+    with OnnxBoard(tmp_path / "edge.onnx", transport="pty") as board, BoardLink(board.url, timeout=5.0) as link:
+        assert board.url.startswith("/dev/")
+        x = np.array([0.5, -0.5, 2.0], np.float32)
+        want = 2.0 * np.tanh(x.astype(np.float64) @ W + b)
+        np.testing.assert_allclose(link.act(x), want, rtol=1e-6)
 
 
 def _kill_mid_episode(board, link, at_step: int = 10) -> None:
