@@ -177,8 +177,8 @@ class BEER(TD3):
     """BEER: DDPG (or TD3) with the Bellman-equation representation-rank regularizer.
 
     He, Zhou, Fang, Maghsudi, "Adaptive Regularization of Representation Rank as an
-    Implicit Constraint of Bellman Equation", ICLR 2024 (https://arxiv.org/abs/2404.12754);
-    the authors' code runs it on deterministic-policy-gradient agents in DeepMind Control.
+    Implicit Constraint of Bellman Equation", ICLR 2024, https://arxiv.org/abs/2404.12754.
+    Authors' code (DPG agents on DeepMind Control): https://github.com/sweetice/BEER-ICLR2024.
 
     The critic loss gets ``beer_coef * mean(ReLU(cos(phi(s,a), phi_bar(s',a')) - bound))`` where
     ``phi`` is the critic's last hidden layer, ``phi_bar`` the target critic's at the target
@@ -194,23 +194,29 @@ class BEER(TD3):
     critic's features on the latest batch, recomputed every ``srank_interval`` updates); the same
     values go to the logger as ``train/beer_*``.
 
-    Parameters (beyond SB3's :class:`~stable_baselines3.TD3`; defaults follow the paper's DDPG)
-    ------------------------------------------------------------------------------------------
+    Parameters
+    ----------
+    policy, env
+        As for any SB3 algorithm (``"MlpPolicy"``; a gymnasium env, its id, or a VecEnv).
     beer_coef : float, default 1e-3
-        Weight beta of the penalty in the critic loss (0 gives the base algorithm).
+        Weight beta of the penalty in the critic loss (0 gives exactly SB3's DDPG / TD3). With twin
+        critics the penalty is summed over them, as the TD loss is.
     base : {"ddpg", "td3"}, default "ddpg"
         ``ddpg``: one critic, actor updated every step, no target smoothing (as SB3's DDPG);
         ``td3``: twin critics, delayed actor, target smoothing (SB3's TD3 defaults).
     exploration_noise : float, default 0.1
         Std of Gaussian exploration noise on the [-1, 1]-scaled action, used when ``action_noise``
-        is None (0 disables it).
+        is None (0: no noise).
     srank_interval : int, default 250
         Gradient steps between effective-rank computations (an SVD: too costly for every step).
     srank_delta : float, default 0.01
         The delta of srank.
+    learning_rate : float or schedule, default 3e-4
+        Adam step size (the paper's); ``policy_kwargs`` defaults to ``net_arch=[256, 256]`` (the paper's).
     policy_delay, target_policy_noise, target_noise_clip : optional
         As in TD3; None takes the ``base``'s value.
-    learning_rate : default 3e-4; ``policy_kwargs`` default ``net_arch=[256, 256]`` (the paper's).
+    **other arguments**
+        As in :class:`stable_baselines3.TD3`, same defaults.
     """
 
     policy: TD3Policy
