@@ -180,6 +180,7 @@ class Dyna:
         for it in range(start_it, cfg.dyna.iterations):
             t_it = time.time()
             # ---- fit models on all real data
+            n_fit = len(buffer)
             dyn, reward, scores = fit_models(cfg, buffer, self.spec, seed + it)
             sparse = isinstance(getattr(dyn, "model_", None), SparseModel)
             if sparse:
@@ -224,7 +225,7 @@ class Dyna:
                 best = float(returns.mean())
                 agent.save(run.path / "agent" / "best.zip")
             row = {
-                "iteration": it + 1, "real_steps_collect": real_collect, "real_steps_eval": real_eval,
+                "iteration": it + 1, "real_steps_fit": n_fit, "real_steps_collect": real_collect, "real_steps_eval": real_eval,
                 "surrogate_steps": surrogate_steps, "eval_return_mean": float(returns.mean()),
                 "eval_return_std": float(returns.std()), "eval_return_min": float(returns.min()),
                 "model_one_step_error": scores["model_one_step_error"],

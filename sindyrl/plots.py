@@ -25,7 +25,8 @@ def plot_learning_curve(run: Run) -> Path | None:
     if not rows:
         return None
     plt = _plt()
-    x = np.array([r["real_steps_collect"] for r in rows])
+    # the agent of iteration k was trained on a model fitted to real_steps_fit real transitions
+    x = np.array([r.get("real_steps_fit", r["real_steps_collect"]) for r in rows])
     m = np.array([r["eval_return_mean"] for r in rows])
     s = np.array([r["eval_return_std"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -35,7 +36,7 @@ def plot_learning_curve(run: Run) -> Path | None:
     if "eval_return_mean" in summ:
         ax.axhline(summ["eval_return_mean"], color="k", ls="--", lw=1,
                    label=f"final ({summ.get('eval_episodes', '?')} episodes)")
-    ax.set_xlabel("real environment steps (collection)")
+    ax.set_xlabel("real environment steps the models were fitted on")
     ax.set_ylabel("episode return")
     ax.set_title(f"{run.config.env.id}: Dyna learning curve")
     ax.legend(fontsize=8)
