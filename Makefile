@@ -10,13 +10,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,mujoco,dmc]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,mujoco,dmc,ray]"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sindyrl run examples/configs/pendulum.yaml --name pendulum-demo
+	$(BIN)/sindyrl run examples/configs/pendulum.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
