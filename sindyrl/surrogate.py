@@ -201,6 +201,8 @@ class SurrogateVecEnv(VecEnv):
         bad = ~np.all(np.isfinite(nxt), axis=1)
         nxt[bad] = obs[bad]
         out = np.any((nxt < self.state_low) | (nxt > self.state_high), axis=1)
+        # a state that left the domain ends the episode at the domain's edge: finite, and a bounded reward
+        nxt[out] = np.clip(nxt[out], self.state_low, self.state_high)
         with np.errstate(all="ignore"):
             r = np.asarray(self.reward_fn(obs, a, nxt), dtype=np.float64).reshape(self.num_envs)
         r = np.where(np.isfinite(r), r, 0.0)
