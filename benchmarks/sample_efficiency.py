@@ -1,0 +1,497 @@
+"""Sample efficiency: sindyrl's Dyna loop (E-SINDy) against model-free SB3 PPO and SAC on the real env,
+and against the same Dyna loop on a neural-network ensemble (Dyna-NN), same seeds.
+
+For every (task, method, seed) it records the real-env evaluation return against the number of real
+training steps (evaluation steps are counted separately), the return at fixed real-step budgets, the
+real steps to reach a task threshold, and the wall time. It then distils the E-SINDy runs' neural
+policies into sparse policies (``sindyrl.policy.distill_run``) for the compactness table.
+
+Outputs: ``results/sample_efficiency.json`` (every trial and the aggregates), one JSON per trial
+under ``results/sample_efficiency/`` (reused on a restart), ``results/sample_efficiency.png``
+(return vs real steps, log x) and, with ``--write-docs``, the table in docs/benchmarks.md.
+
+    python benchmarks/sample_efficiency.py --write-docs            # the scaled benchmark (hours on 2 cores)
+    python benchmarks/sample_efficiency.py --quick --out-dir /tmp/se   # a smoke test, Pendulum only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Args:
+    tasks: str = "pendulum,cartpole_swingup,swimmer"
+    """comma-separated tasks (pendulum, cartpole_swingup, swimmer)"""
+    methods: str = "sindy,nn,ppo,sac"
+    """comma-separated methods: sindy (Dyna, E-SINDy), nn (Dyna-NN), ppo, sac (model-free on the real env)"""
+    seeds: str = ""
+    """seeds per task, e.g. 'pendulum=3,cartpole_swingup=1' (default: the task's own)"""
+    quick: bool = False
+    """tiny budgets on Pendulum only (the test uses this)"""
+    out_dir: str = "results"
+    """where the JSON files and the plot go"""
+    runs_dir: str = "runs/bench_sample_efficiency"
+    """parent of the Dyna run directories"""
+    distill: bool = True
+    """distil the E-SINDy runs' policies for the compactness table"""
+    write_docs: bool = False
+    """replace the sample_efficiency section of docs/benchmarks.md"""
+    fresh: bool = False
+    """ignore stored per-trial results (default: reuse them, so a restart only runs what is missing)"""
+    deadline: str = ""
+    """UTC time HH:MM after which no new trial is started (the table marks the rest as not measured)"""
+
+
+#: Per task: config, threshold, fixed real-step budgets, scaled Dyna overrides, model-free settings.
+TASKS: dict[str, dict] = {
+    "pendulum": {
+        "config": "examples/configs/pendulum.yaml", "env_id": "Pendulum-v1", "threshold": -200.0, "seeds": 3,
+        "budgets": [1_500, 3_000, 5_000, 10_000, 20_000, 50_000],
+        "eval_episodes": 5, "final_eval_episodes": 10,
+        "dyna": {"dyna.iterations": 5, "agent.initial_steps": 120_000, "agent.steps_per_iteration": 30_000},
+        "nn": {"epochs": 100, "patience": 10},
+        "ppo": {"steps": 50_000, "eval_every": 5_000, "n_envs": 4,
+                "kwargs": {"n_steps": 1024, "gae_lambda": 0.95, "gamma": 0.9, "n_epochs": 10, "ent_coef": 0.0,
+                           "learning_rate": 1e-3, "clip_range": 0.2, "use_sde": True, "sde_sample_freq": 4}},
+        "sac": {"steps": 10_000, "eval_every": 1_000, "kwargs": {"learning_rate": 1e-3, "learning_starts": 200}},
+        "reference": "SB3 zoo: SAC -157 / TD3 -152 at 20k steps, PPO -172 at 100k; PILCO solves the swing-up "
+                     "in <= 440 steps",
+    },
+    "cartpole_swingup": {
+        "config": "examples/configs/cartpole_swingup.yaml", "env_id": "dm_control/cartpole-swingup-v0",
+        "threshold": 600.0, "seeds": 1,
+        "budgets": [10_000, 20_000, 50_000],
+        "eval_episodes": 1, "final_eval_episodes": 3,
+        "dyna": {"dyna.iterations": 5, "agent.initial_steps": 100_000, "agent.steps_per_iteration": 40_000},
+        "nn": {"epochs": 60, "patience": 8},
+        "ppo": {"steps": 50_000, "eval_every": 10_000, "n_envs": 4, "kwargs": {"n_steps": 1000, "batch_size": 250}},
+        "sac": {"steps": 20_000, "eval_every": 5_000, "kwargs": {"learning_starts": 1000}},
+        "reference": "paper: SINDy-RL curves span 8e4 real steps vs 5e6 for PPO; state SAC 835 +- 22 at 100k "
+                     "env steps (CURL table)",
+    },
+    "swimmer": {
+        "config": "examples/configs/swimmer.yaml", "env_id": "Swimmer-v5", "threshold": 100.0, "seeds": 1,
+        "budgets": [15_000, 30_000, 50_000],
+        "eval_episodes": 1, "final_eval_episodes": 3,
+        "dyna": {"dyna.iterations": 4, "agent.initial_steps": 100_000, "agent.steps_per_iteration": 40_000},
+        "nn": {"epochs": 60, "patience": 8},
+        "ppo": {"steps": 50_000, "eval_every": 10_000, "n_envs": 4,
+                "kwargs": {"n_steps": 1000, "batch_size": 250, "gamma": 0.9999}},
+        "sac": {"steps": 20_000, "eval_every": 5_000, "kwargs": {"learning_starts": 1000, "gamma": 0.9999}},
+        "reference": "paper: 1.25e6 real steps for SINDy-RL vs 8e7 for PPO; SB3 zoo at 1M: SAC 346, TD3 359, "
+                     "PPO 282 (Swimmer-v3)",
+    },
+}
+
+#: what --quick uses instead (Pendulum only; seconds, not minutes)
+QUICK = {
+    "pendulum": {
+        "seeds": 1, "budgets": [300, 600], "eval_episodes": 1, "final_eval_episodes": 2,
+        "dyna": {"dyna.iterations": 2, "agent.initial_steps": 1024, "agent.steps_per_iteration": 512,
+                 "agent.n_envs": 4, "agent.kwargs.n_steps": 128, "agent.kwargs.batch_size": 128,
+                 "agent.kwargs.n_epochs": 2, "collect.random_steps": 200, "collect.steps_per_iteration": 100,
+                 "env.max_episode_steps": 50, "dynamics.n_models": 5,
+                 "distill.passes": 1, "distill.n_rollouts": 4, "distill.n_models": 3, "distill.eval_episodes": 2,
+                 "distill.thresholds": [1e-3, 1e-2], "distill.alphas": [1e-4]},
+        "nn": {"epochs": 10, "n_models": 3},
+        "ppo": {"steps": 512, "eval_every": 256, "n_envs": 2,
+                "kwargs": {"n_steps": 128, "batch_size": 64, "n_epochs": 2}},
+        "sac": {"steps": 300, "eval_every": 150, "kwargs": {"learning_starts": 100}},
+        "max_episode_steps": 50,
+    },
+}
+
+METHODS = {"sindy": "sindyrl Dyna (E-SINDy)", "nn": "Dyna-NN (5 MLPs 64x64)", "ppo": "PPO (model-free)",
+           "sac": "SAC (model-free)"}
+
+
+def _limit_threads() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def task_settings(task: str, quick: bool) -> dict:
+    s = json.loads(json.dumps(TASKS[task]))
+    if quick:
+        q = QUICK.get(task)
+        if q is None:
+            raise ValueError(f"--quick runs Pendulum only, not {task!r}")
+        for k, v in q.items():
+            if isinstance(v, dict) and isinstance(s.get(k), dict) and k in ("ppo", "sac"):
+                s[k] = {**s[k], **v, "kwargs": {**s[k].get("kwargs", {}), **v.get("kwargs", {})}}
+            elif k == "dyna":
+                s[k] = {**s[k], **v}
+            else:
+                s[k] = v
+    return s
+
+
+#: distillation scaled for the benchmark (the config default makes 4 passes of 50 rollouts)
+DISTILL = {"distill.passes": 2, "distill.n_rollouts": 20, "distill.eval_episodes": 10}
+
+
+def dyna_config(task: str, method: str, seed: int, settings: dict):
+    """The task's example config with the scaled budget, the seed and (for nn) the neural dynamics."""
+    from sindyrl.config import apply_overrides, config_from_dict
+
+    data = yaml.safe_load((ROOT / settings["config"]).read_text())
+    sets = {**DISTILL, **settings["dyna"], "seed": seed, "name": f"{task}-{method}-s{seed}",
+            "dyna.eval_episodes": settings["eval_episodes"],
+            "dyna.final_eval_episodes": settings["final_eval_episodes"]}
+    if method == "nn":
+        sets["dynamics.model"] = "nn"
+        sets["dynamics.nn"] = settings["nn"]
+        sets["surrogate.ensemble_mode"] = "mean"  # the paper's Dyna-NN steps the ensemble mean
+    apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
+    return config_from_dict(data, source=f"{settings['config']} (benchmark overrides)")
+
+
+def run_dyna(task: str, method: str, seed: int, settings: dict, args: Args) -> dict:
+    from sindyrl.dyna import Dyna
+    from sindyrl.runs import Run
+
+    cfg = dyna_config(task, method, seed, settings)
+    root = Path(args.runs_dir) / task
+    path = root / f"{method}-s{seed}"
+    run = Run.open(path) if (path / "config.yaml").is_file() else Run.create(cfg, root=root, name=path.name)
+    t0 = time.time()
+    summary = Dyna(run.config, run, echo=lambda *a: print(f"  [{task}/{method}/s{seed}]", *a, flush=True),
+                   progress_bar=False).run()
+    wall = time.time() - t0
+    rows = run.read_metrics()
+    # row i evaluates the policy trained on the data collected *before* that iteration's collection
+    steps = [int(cfg.collect.random_steps)] + [int(r["real_steps_collect"]) for r in rows[:-1]]
+    curve = [[s, float(r["eval_return_mean"])] for s, r in zip(steps, rows)]
+    # the final evaluation (more episodes) belongs to the last policy
+    curve[-1][1] = float(summary["eval_return_mean"])
+    out = {"curve": curve, "final_return": float(summary["eval_return_mean"]),
+           "final_return_std": float(summary["eval_return_std"]),
+           "real_steps": int(summary["real_steps_collect"]), "real_steps_eval": int(summary["real_steps_eval"]),
+           "surrogate_steps": int(summary["surrogate_steps"]), "wall_seconds": float(summary["train_wall_seconds"]),
+           "wall_seconds_this_call": wall, "run_dir": str(run.path)}
+    if method == "sindy":
+        out["dynamics_nnz"] = summary.get("dynamics_nnz")
+        if args.distill:
+            from sindyrl.policy import distill_run
+
+            t1 = time.time()
+            d = run.read_summary()
+            if "sparse_policy_nnz" not in d:
+                d = distill_run(run, echo=lambda *a: print(f"  [{task}/distill/s{seed}]", *a, flush=True))
+                run.update_summary(d)
+            out.update({k: d[k] for k in ("neural_policy_params", "sparse_policy_nnz", "neural_policy_return_mean",
+                                          "sparse_policy_return_mean", "sparse_policy_return_std")})
+            out["distill_seconds"] = time.time() - t1
+    return out
+
+
+def run_model_free(task: str, method: str, seed: int, settings: dict) -> dict:
+    """SB3 PPO or SAC on the real env; evaluated every ``eval_every`` real steps on the Dyna loop's reset seeds."""
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sindyrl.config import EnvConfig
+    from sindyrl.envs import make_env
+    from sindyrl.evaluation import evaluate_policy, sb3_act
+    from sindyrl.policy import policy_param_count
+
+    s = settings[method]
+    env_cfg = EnvConfig(id=settings["env_id"], max_episode_steps=settings.get("max_episode_steps"))
+
+    def mk():
+        return make_env(env_cfg)
+
+    curve: list[list[float]] = []
+
+    class EvalEvery(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.next_eval = s["eval_every"]
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_eval:
+                self.next_eval += s["eval_every"]
+                r = evaluate_policy(sb3_act(self.model), mk, settings["eval_episodes"], seed=10_000 + seed)
+                curve.append([int(self.num_timesteps), float(r.mean())])
+                print(f"  [{task}/{method}/s{seed}] {self.num_timesteps} real steps: return {r.mean():.1f}",
+                      flush=True)
+            return True
+
+    t0 = time.time()
+    kwargs = dict(s.get("kwargs", {}))
+    if method == "ppo":
+        venv = make_vec_env(mk, n_envs=s.get("n_envs", 1), seed=seed)
+        model = sb3.PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)
+    else:
+        venv = make_vec_env(mk, n_envs=1, seed=seed)
+        model = sb3.SAC("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)
+    model.learn(s["steps"], callback=EvalEvery())
+    final = evaluate_policy(sb3_act(model), mk, settings["final_eval_episodes"], seed=seed)
+    wall = time.time() - t0
+    if curve and curve[-1][0] == model.num_timesteps:
+        curve[-1][1] = float(final.mean())
+    else:
+        curve.append([int(model.num_timesteps), float(final.mean())])
+    return {"curve": curve, "final_return": float(final.mean()), "final_return_std": float(final.std()),
+            "real_steps": int(model.num_timesteps), "wall_seconds": wall,
+            "neural_policy_params": policy_param_count(model)}
+
+
+# ------------------------------------------------------------------ aggregation
+def return_at(curve: list, budget: int) -> float | None:
+    """Return of the last policy evaluated with at most ``budget`` real training steps."""
+    pts = [r for s, r in curve if s <= budget]
+    return pts[-1] if pts else None
+
+
+def steps_to(curve: list, threshold: float) -> int | None:
+    for s, r in curve:
+        if r >= threshold:
+            return int(s)
+    return None
+
+
+def _ms(vals: list) -> tuple[float | None, float | None, int]:
+    v = [x for x in vals if x is not None]
+    if not v:
+        return None, None, 0
+    return float(np.mean(v)), float(np.std(v)), len(v)
+
+
+def aggregate(trials: list[dict], settings_by_task: dict[str, dict]) -> dict:
+    out: dict = {}
+    for task, st in settings_by_task.items():
+        rows = {}
+        for method in METHODS:
+            ts = [t for t in trials if t["task"] == task and t["method"] == method]
+            if not ts:
+                continue
+            reached = [steps_to(t["curve"], st["threshold"]) for t in ts]
+            row = {
+                "n_seeds": len(ts),
+                "final_return": _ms([t["final_return"] for t in ts])[:2],
+                "real_steps": _ms([t["real_steps"] for t in ts])[0],
+                "max_real_steps": max(t["real_steps"] for t in ts),
+                "wall_seconds": _ms([t["wall_seconds"] for t in ts])[:2],
+                "at_budget": {str(b): _ms([return_at(t["curve"], b) for t in ts]) for b in st["budgets"]},
+                "steps_to_threshold": _ms(reached)[:2],
+                "reached_threshold": sum(r is not None for r in reached),
+            }
+            for k in ("neural_policy_params", "sparse_policy_nnz", "neural_policy_return_mean",
+                      "sparse_policy_return_mean", "dynamics_nnz"):
+                if any(k in t for t in ts):
+                    row[k] = _ms([t.get(k) for t in ts])[0]
+            rows[method] = row
+        # ratio of real steps to the threshold: model-free over sindyrl, from this run's trials
+        ratios = {}
+        base = rows.get("sindy", {})
+        for mf in ("ppo", "sac", "nn"):
+            if mf not in rows or not base:
+                continue
+            b, m = base["steps_to_threshold"][0], rows[mf]["steps_to_threshold"][0]
+            if b is None:
+                ratios[mf] = {"ratio": None, "note": "sindyrl did not reach the threshold"}
+            elif m is None or rows[mf]["reached_threshold"] < rows[mf]["n_seeds"]:
+                lower = rows[mf]["max_real_steps"] / b
+                ratios[mf] = {"ratio": None, "lower_bound": lower,
+                              "note": f"{mf} did not reach the threshold on every seed within its budget"}
+            else:
+                ratios[mf] = {"ratio": m / b}
+        out[task] = {"threshold": st["threshold"], "budgets": st["budgets"], "methods": rows, "ratios": ratios,
+                     "reference": st.get("reference", "")}
+    return out
+
+
+def _f(v, fmt="{:.0f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def markdown_table(agg: dict, settings_by_task: dict, command: str, notes: list[str]) -> str:
+    lines = ["## Sample efficiency (sindyrl Dyna vs model-free SB3 and Dyna-NN)", "",
+             f"Command: `{command}`. " + " ".join(notes), ""]
+    for task, a in agg.items():
+        st = settings_by_task[task]
+        budgets = a["budgets"]
+        lines += [f"### {st['env_id']} (threshold {a['threshold']:g})", ""]
+        head = "| method | seeds | real steps used | final return | " + " | ".join(
+            f"return @ {b:,}" for b in budgets) + " | real steps to threshold (reached) | wall time (s) |"
+        lines += [head, "|" + "---|" * (6 + len(budgets))]
+        for m, r in a["methods"].items():
+            fr = r["final_return"]
+            cells = [METHODS[m], str(r["n_seeds"]), f"{r['real_steps']:,.0f}", f"{_f(fr[0])} ± {_f(fr[1])}"]
+            for b in budgets:
+                mean, std, n = r["at_budget"][str(b)]
+                cells.append("—" if mean is None else f"{mean:.0f} ± {std:.0f}" + ("" if n == r["n_seeds"] else
+                                                                                   f" ({n})"))
+            st_mean = r["steps_to_threshold"][0]
+            cells.append(f"{_f(st_mean, '{:,.0f}')} ({r['reached_threshold']}/{r['n_seeds']})")
+            cells.append(f"{_f(r['wall_seconds'][0])}")
+            lines.append("| " + " | ".join(cells) + " |")
+        rat = []
+        for m, v in a["ratios"].items():
+            if v.get("ratio") is not None:
+                rat.append(f"{METHODS[m]}: **{v['ratio']:.1f}×**")
+            elif "lower_bound" in v:
+                rat.append(f"{METHODS[m]}: > {v['lower_bound']:.1f}× ({v['note']})")
+            else:
+                rat.append(f"{METHODS[m]}: n/a ({v['note']})")
+        if rat:
+            lines += ["", "Real steps to the threshold, relative to sindyrl (same run): " + "; ".join(rat) + "."]
+        lines += ["", f"Reference points: {a['reference']}.", ""]
+    comp = [(t, m, r) for t, a in agg.items() for m, r in a["methods"].items()
+            if r.get("sparse_policy_nnz") is not None or r.get("neural_policy_params") is not None]
+    if comp:
+        lines += ["### Compactness: neural policy parameters vs sparse policy nonzero coefficients", "",
+                  "| task | method | neural actor parameters | neural return | sparse policy nnz | sparse return |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for t, m, r in comp:
+            nr = r.get("neural_policy_return_mean", r["final_return"][0])
+            lines.append(f"| {settings_by_task[t]['env_id']} | {METHODS[m]} | {_f(r.get('neural_policy_params'))} | "
+                         f"{_f(nr)} | {_f(r.get('sparse_policy_nnz'))} | {_f(r.get('sparse_policy_return_mean'))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(trials: list[dict], settings_by_task: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(settings_by_task)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    colors = {"sindy": "C0", "nn": "C1", "ppo": "C2", "sac": "C3"}
+    for ax, task in zip(axes[0], tasks):
+        for m in METHODS:
+            ts = [t for t in trials if t["task"] == task and t["method"] == m]
+            for i, t in enumerate(ts):
+                c = np.asarray(t["curve"], dtype=float)
+                ax.plot(c[:, 0], c[:, 1], "-o", ms=3, color=colors[m], alpha=0.35 if len(ts) > 1 else 1.0,
+                        label=METHODS[m] if i == 0 else None)
+            if len(ts) > 1:
+                n = min(len(t["curve"]) for t in ts)
+                c = np.mean([np.asarray(t["curve"][:n], dtype=float) for t in ts], axis=0)
+                ax.plot(c[:, 0], c[:, 1], "-", lw=2.5, color=colors[m])
+        ax.axhline(settings_by_task[task]["threshold"], ls="--", color="grey", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("real training steps")
+        ax.set_ylabel("real-env return")
+        ax.set_title(settings_by_task[task]["env_id"])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_docs(md: str, docs: Path) -> None:
+    start, end = "<!-- sample_efficiency:start -->", "<!-- sample_efficiency:end -->"
+    text = docs.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{docs}: no {start} ... {end} section")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    docs.write_text(f"{head}{start}\n{md.rstrip()}\n{end}{tail}")
+
+
+def _past_deadline(deadline: str) -> bool:
+    if not deadline:
+        return False
+    import datetime as dt
+
+    h, m = (int(x) for x in deadline.split(":"))
+    now = dt.datetime.now(dt.timezone.utc)
+    return (now.hour, now.minute) >= (h, m)
+
+
+def main(args: Args) -> dict:
+    _limit_threads()
+    tasks = [t for t in args.tasks.split(",") if t]
+    if args.quick:
+        tasks = ["pendulum"]
+    for t in tasks:
+        if t not in TASKS:
+            raise ValueError(f"--tasks: unknown task {t!r} (known: {', '.join(TASKS)})")
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"--methods: unknown method {m!r} (known: {', '.join(METHODS)})")
+    seeds_override = dict(kv.split("=") for kv in args.seeds.split(",") if kv)
+    settings = {t: task_settings(t, args.quick) for t in tasks}
+    out_dir = Path(args.out_dir)
+    trial_dir = out_dir / "sample_efficiency"
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    trials, skipped = [], []
+    # seeds outermost within a task, so an early stop still leaves every method with the same seeds
+    for task in tasks:
+        st = settings[task]
+        n_seeds = int(seeds_override.get(task, st["seeds"]))
+        for seed in range(n_seeds):
+            for method in methods:
+                f = trial_dir / f"{task}_{method}_s{seed}.json"
+                if f.is_file() and not args.fresh:
+                    trials.append(json.loads(f.read_text()))
+                    continue
+                if _past_deadline(args.deadline):
+                    skipped.append(f"{task}/{method}/s{seed}")
+                    continue
+                print(f"=== {task} / {method} / seed {seed}", flush=True)
+                if method in ("sindy", "nn"):
+                    res = run_dyna(task, method, seed, st, args)
+                else:
+                    res = run_model_free(task, method, seed, st)
+                res.update(task=task, method=method, seed=seed)
+                f.write_text(json.dumps(res, indent=1))
+                trials.append(res)
+    agg = aggregate(trials, settings)
+    png = plot(trials, settings, out_dir / "sample_efficiency.png")
+    import platform
+
+    import stable_baselines3
+    import torch
+
+    cmd = "python benchmarks/sample_efficiency.py" + (" --quick" if args.quick else "") + (
+        f" --tasks {args.tasks}" if args.tasks != Args.tasks else "")
+    notes = [f"{platform.machine()}, 2 shared cores, torch {torch.__version__}, SB3 {stable_baselines3.__version__};"
+             " one thread per process, trials run one after another."]
+    result = {"args": dataclasses.asdict(args), "settings": settings, "trials": trials, "aggregate": agg,
+              "not_run": skipped, "plot": str(png)}
+    (out_dir / "sample_efficiency.json").write_text(json.dumps(result, indent=1))
+    md = markdown_table(agg, settings, cmd, notes)
+    print(md)
+    if skipped:
+        print("not run (deadline): " + ", ".join(skipped))
+    if args.write_docs:
+        write_docs(md, ROOT / "docs" / "benchmarks.md")
+    return result
+
+
+def _parse() -> Args:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=f.default)
+        else:
+            p.add_argument(flag, default=f.default)
+    return Args(**vars(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main(_parse())

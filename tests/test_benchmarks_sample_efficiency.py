@@ -1,0 +1,63 @@
+"""benchmarks/sample_efficiency.py end to end with --quick (Pendulum only, tiny budgets), and its aggregation."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("sample_efficiency", ROOT / "benchmarks" / "sample_efficiency.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_benchmark_writes_results_plot_and_table(tmp_path, capsys):
+    se = _load()
+    out = tmp_path / "results"
+    args = se.Args(quick=True, out_dir=str(out), runs_dir=str(tmp_path / "runs"))
+    res = se.main(args)
+    data = json.loads((out / "sample_efficiency.json").read_text())
+    assert [(t["method"], t["seed"]) for t in data["trials"]] == [("sindy", 0), ("nn", 0), ("ppo", 0), ("sac", 0)]
+    for t in data["trials"]:
+        steps = [s for s, _ in t["curve"]]
+        assert steps == sorted(steps) and len(steps) >= 2
+        if t["method"] in ("ppo", "sac"):
+            assert steps[-1] == t["real_steps"]  # the final evaluation is the last point
+        assert t["wall_seconds"] > 0 and t["final_return"] < 0  # Pendulum returns are negative
+    sindy = next(t for t in data["trials"] if t["method"] == "sindy")
+    assert sindy["real_steps"] == 300 and [s for s, _ in sindy["curve"]] == [200, 300]
+    assert 0 < sindy["sparse_policy_nnz"] < sindy["neural_policy_params"]
+    agg = res["aggregate"]["pendulum"]
+    assert set(agg["methods"]) == {"sindy", "nn", "ppo", "sac"} and set(agg["ratios"]) == {"ppo", "sac", "nn"}
+    assert (out / "sample_efficiency.png").stat().st_size > 5000
+    md = capsys.readouterr().out
+    assert "Pendulum-v1" in md and "| sindyrl Dyna (E-SINDy) | 1 | 300 |" in md and "Compactness" in md
+    # a restart reuses every stored trial (nothing is trained again)
+    again = se.main(args)
+    assert again["trials"] == res["trials"]
+
+
+def test_aggregation_steps_to_threshold_and_ratios():
+    se = _load()
+    st = {"threshold": -200.0, "budgets": [1000, 5000], "env_id": "Pendulum-v1"}
+    trials = [
+        {"task": "p", "method": "sindy", "seed": 0, "curve": [[500, -900], [1000, -150]], "final_return": -150,
+         "real_steps": 1000, "wall_seconds": 1.0},
+        {"task": "p", "method": "sac", "seed": 0, "curve": [[1000, -800], [4000, -190], [5000, -150]],
+         "final_return": -150, "real_steps": 5000, "wall_seconds": 2.0},
+        {"task": "p", "method": "ppo", "seed": 0, "curve": [[2000, -900], [6000, -800]], "final_return": -800,
+         "real_steps": 6000, "wall_seconds": 2.0},
+    ]
+    agg = se.aggregate(trials, {"p": st})["p"]
+    assert agg["methods"]["sindy"]["steps_to_threshold"][0] == 1000
+    assert agg["methods"]["sac"]["at_budget"]["1000"][0] == -800
+    assert agg["ratios"]["sac"]["ratio"] == pytest.approx(4.0)
+    assert agg["ratios"]["ppo"]["ratio"] is None and agg["ratios"]["ppo"]["lower_bound"] == pytest.approx(6.0)
+    assert se.return_at([[10, 1.0]], 5) is None
