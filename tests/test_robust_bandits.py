@@ -121,3 +121,45 @@ def test_normalise_schedule_and_selector():
     assert p[arm] < 0.5
     with pytest.raises(RuntimeError):
         sel.act(np.zeros(3))
+
+
+def test_regret_exponent_and_period():
+    from sindyrl.robust.adaptation import regret_exponent, schedule_period
+
+    t = np.arange(1, 1001)
+    assert regret_exponent(3.0 * t) == pytest.approx(1.0, abs=1e-9)
+    assert regret_exponent(5.0 * np.sqrt(t)) == pytest.approx(0.5, abs=1e-9)
+    assert regret_exponent(-t.astype(float)) == float("-inf")
+    # a saw-tooth that gains sqrt(k) per period: fitted at period ends only
+    saw = np.concatenate([np.sqrt(k) * 10 + np.linspace(0, 5, 100) for k in range(1, 11)])
+    assert regret_exponent(saw, period=100) < 0.7
+    assert schedule_period(switching_schedule(["none", "mad", "adv"], 1000, 50)) == 150
+    assert schedule_period(["a", "b", "c"]) == 3
+
+
+def test_evaluate_adaptation_on_a_given_table(tmp_path):
+    from sindyrl.robust.adaptation import evaluate_adaptation, plot_regret
+
+    rng = np.random.default_rng(0)
+    sched = switching_schedule(["none", "mad"], 400, 50)
+    # policy 0: natural, good without attack; policy 1: robust, a bit worse clean, much better under MAD
+    table = np.where(np.array(sched)[:, None] == "none", [-150.0, -200.0], [-900.0, -400.0])
+    table = table + rng.normal(0, 30, size=table.shape)
+    res = evaluate_adaptation({"natural": None, "robust": None}, {}, sched, None, (-1200.0, 0.0), return_range=1000.0,
+                              bandits=["exp3ix", "exp3ix@c8", "exp3s"], n_seeds=10, table=table,
+                              bandit_options={"exp3ix@c8": {"c": 8.0}})
+    m = res.metrics
+    assert m["best_fixed_policy"] == "robust" and m["schedule_period"] == 100
+    assert m["natural_mean_return"] == pytest.approx(table[:, 0].mean())
+    for k in ("exp3ix", "exp3ix@c8", "exp3s"):
+        assert m[f"{k}_beats_natural"]
+        assert res.arms[k].shape == (10, 400)
+        np.testing.assert_allclose(res.regret(k)[:, -1].mean(), m[f"{k}_final_regret"])
+    # a larger learning rate commits sooner: less regret, sublinear growth
+    assert m["exp3ix@c8_final_regret"] < m["exp3ix_final_regret"]
+    assert m["exp3ix@c8_regret_exponent"] < 1
+    assert m["segment_best_mean_return"] >= m["best_fixed_mean_return"]
+    png = plot_regret(res, tmp_path / "regret.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="table"):
+        evaluate_adaptation({"a": None}, {}, sched, None, (-1.0, 0.0), table=table)

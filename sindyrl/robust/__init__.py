@@ -7,6 +7,7 @@ among them with adversarial bandits (:mod:`.bandits`). ``sindyrl robust`` runs
 it all on a run directory (:mod:`.commands`).
 """
 
+from .adaptation import AdaptationResult, evaluate_adaptation, plot_regret, regret_exponent
 from .attacks import (
     Attack,
     AttackerEnv,
@@ -18,6 +19,7 @@ from .attacks import (
     ObservationAttack,
     RandomAttack,
     VecObservationAttack,
+    imitate_attack,
     observation_scale,
     train_attacker,
 )
@@ -41,6 +43,7 @@ from .victims import Victim, as_victim
 __all__ = [
     "Attack", "AttackerEnv", "Ball", "CriticAttack", "LearnedAttack", "MADAttack", "NoAttack",
     "ObservationAttack", "RandomAttack", "VecObservationAttack", "observation_scale", "train_attacker",
+    "imitate_attack", "AdaptationResult", "evaluate_adaptation", "plot_regret", "regret_exponent",
     "EXP3IX", "EXP3S", "Bandit", "DiscountedEXP3IX", "PolicySelector", "make_bandit", "normalise_returns",
     "play", "regret_curve", "returns_table", "switching_schedule",
     "DiscoveryResult", "clone_agent", "discover", "random_policy", "train_against",

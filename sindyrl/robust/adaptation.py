@@ -21,22 +21,39 @@ import numpy as np
 from .attacks import Attack
 from .bandits import make_bandit, normalise_returns, play, regret_curve, returns_table
 
-__all__ = ["AdaptationResult", "evaluate_adaptation", "regret_exponent", "plot_regret"]
+__all__ = ["AdaptationResult", "evaluate_adaptation", "regret_exponent", "schedule_period", "plot_regret"]
 
 
-def regret_exponent(regret: np.ndarray, start: float = 0.25) -> float:
-    """Slope of log(regret) against log(t) over ``t >= start * T`` (1 = linear growth, 0.5 = sqrt).
+def schedule_period(schedule: Sequence[str]) -> int:
+    """Smallest ``p`` with ``schedule[t] == schedule[t + p]`` for every ``t`` (``len(schedule)`` if none)."""
+    T = len(schedule)
+    for p in range(1, T):
+        if all(schedule[t] == schedule[t + p] for t in range(T - p)):
+            return p
+    return T
 
-    Returns ``-inf`` when the regret is not positive there (bounded: it does not grow at all).
+
+def regret_exponent(regret: np.ndarray, period: int | None = None, start: float = 0.25) -> float:
+    """Slope of log(regret) against log(t): 1 is linear growth, 0.5 grows like sqrt(t).
+
+    With a periodic attack schedule the regret is a saw-tooth within each
+    period, so the slope is fitted at the ends of whole periods (``t = p, 2p,
+    ...``) when there are at least three; otherwise at every ``t >= start * T``.
+    Returns ``-inf`` when the regret at the end is not positive (it did not grow).
     """
     regret = np.asarray(regret, dtype=np.float64)
     T = regret.size
-    t = np.arange(1, T + 1)
-    sel = t >= max(2, int(start * T))
-    r = regret[sel]
-    if np.any(r <= 0):
-        return float("-inf") if r[-1] <= 0 else float(np.polyfit(np.log(t[sel][r > 0]), np.log(r[r > 0]), 1)[0])
-    return float(np.polyfit(np.log(t[sel]), np.log(r), 1)[0])
+    if period is not None and 0 < period and T // period >= 3:
+        t = np.arange(period, T + 1, period)
+    else:
+        t = np.arange(max(2, int(start * T)), T + 1)
+    r = regret[t - 1]
+    if r[-1] <= 0:
+        return float("-inf")
+    ok = r > 0
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(t[ok]), np.log(r[ok]), 1)[0])
 
 
 @dataclass
@@ -98,7 +115,9 @@ def evaluate_adaptation(policies: Mapping[str, Any], attacks: Mapping[str, Attac
     return_range : float, optional
         Denominator of the relative gaps (natural minus random return); default ``high - low``.
     bandits : sequence of str
-        Names for :func:`~sindyrl.robust.bandits.make_bandit`.
+        Names for :func:`~sindyrl.robust.bandits.make_bandit`; ``name@label``
+        (e.g. ``exp3ix@c8``) runs the same bandit again with the options given
+        under that full name in ``bandit_options``.
     bandit_options : mapping, optional
         Bandit name -> keyword options (e.g. ``{"exp3ix": {"c": 1.4}}``).
     n_seeds : int, default 20
@@ -115,8 +134,8 @@ def evaluate_adaptation(policies: Mapping[str, Any], attacks: Mapping[str, Attac
     ``metrics`` holds, for each bandit ``b``: ``b_mean_return``, ``b_gap_to_best_rel``
     (best fixed policy's mean return minus the bandit's, over ``return_range``),
     ``b_beats_natural``, ``b_final_regret`` (mean over seeds), ``b_regret_exponent``
-    (log-log slope of the mean regret over the last three quarters: < 1 is
-    sublinear), ``b_regret_half_ratio`` (R(T) / R(T/2); 2 for linear growth) and
+    (log-log slope of the mean regret at the ends of whole schedule periods: < 1
+    is sublinear), ``b_regret_half_ratio`` (R(T) / R(T/2); 2 for linear growth) and
     ``b_dynamic_regret`` (against the best policy of each attack segment); plus
     the natural policy's and the best fixed policy's mean returns.
     """
@@ -147,9 +166,14 @@ def evaluate_adaptation(policies: Mapping[str, Any], attacks: Mapping[str, Attac
         seg_best[a:b] = table[a:b, int(np.argmax(table[a:b].sum(axis=0)))]
     m["segment_best_mean_return"] = float(seg_best.mean())
     opts = dict(bandit_options or {})
-    for kind in bandits:
-        arms = np.stack([play(make_bandit(kind, K, T, seed=seed + 7919 * (s + 1), **opts.get(kind, {})), rewards)
+    period = schedule_period(schedule)
+    m["schedule_period"] = period
+    for label in bandits:
+        # "exp3ix@c=8" style labels: the same bandit with other options (given in bandit_options[label])
+        kind = label.split("@")[0]
+        arms = np.stack([play(make_bandit(kind, K, T, seed=seed + 7919 * (s + 1), **opts.get(label, {})), rewards)
                          for s in range(int(n_seeds))])
+        kind = label
         res.arms[kind] = arms
         got = res.returns_of(kind)
         reg = res.regret(kind).mean(axis=0)
@@ -159,7 +183,7 @@ def evaluate_adaptation(policies: Mapping[str, Any], attacks: Mapping[str, Attac
         if "natural_mean_return" in m:
             m[f"{kind}_beats_natural"] = bool(mean_ret > m["natural_mean_return"])
         m[f"{kind}_final_regret"] = float(reg[-1])
-        m[f"{kind}_regret_exponent"] = regret_exponent(reg)
+        m[f"{kind}_regret_exponent"] = regret_exponent(reg, period)
         half = reg[T // 2 - 1] if T >= 2 else reg[-1]
         m[f"{kind}_regret_half_ratio"] = float(reg[-1] / half) if half > 0 else float("nan")
         m[f"{kind}_dynamic_regret"] = float((seg_best[None, :] - got).sum(axis=1).mean())

@@ -60,9 +60,12 @@ class RobustOptions:
         Bandits to compare, runs per bandit on the same returns table, EXP3-IX
         learning-rate constant, EXP3.S switch count (default: from the
         schedule) and discount of ``discounted_exp3ix``.
+    extra_bandits
+        More bandit variants played on the same returns table, e.g.
+        ``{"exp3ix@c8": {"c": 8}}`` (name before ``@`` is the bandit).
     return_bounds
-        Normalisation of returns to [0, 1]; default (random policy's return,
-        best payoff cell + a quarter of the natural-minus-random range).
+        Normalisation of returns to [0, 1] (clipped); default (random
+        policy's mean return, best payoff cell).
     seed
         Default: the run's seed.
     """
@@ -87,6 +90,7 @@ class RobustOptions:
     exp3s_switches: int | None = None
     discount: float = 0.95
     return_bounds: list[float] | None = None
+    extra_bandits: dict = field(default_factory=dict)
     seed: int | None = None
 
     @classmethod
@@ -144,6 +148,10 @@ class RobustOptions:
         if bad or not self.bandits:
             raise ValueError(f"{where}.bandits: unknown bandit {bad[0] if bad else 'none given'!r} "
                              "(exp3ix, exp3s, discounted_exp3ix)")
+        if not isinstance(self.extra_bandits, dict) or any(
+                k.split("@")[0] not in ("exp3ix", "exp3s", "discounted_exp3ix") or not isinstance(v, dict)
+                for k, v in self.extra_bandits.items()):
+            raise ValueError(f"{where}.extra_bandits: expected {{'exp3ix@label': {{options}}}}, got {self.extra_bandits!r}")
         if self.return_bounds is not None and (len(self.return_bounds) != 2
                                                or not self.return_bounds[0] < self.return_bounds[1]):
             raise ValueError(f"{where}.return_bounds: expected [low, high] with low < high, got {self.return_bounds!r}")
@@ -237,16 +245,15 @@ def run_robust(natural: Any, make_train_env: Callable, make_attacker_env: Callab
         raise ValueError(f"stages.robust.schedule: {missing[0]!r} is not among this run's attacks {list(res.attacks)}")
     schedule = switching_schedule(o.schedule, o.bandit_episodes, o.segment)
     rng = res.return_range
-    bounds = tuple(o.return_bounds) if o.return_bounds else (res.random_return,
-                                                             float(payoff.values.max()) + 0.25 * rng)
+    bounds = tuple(o.return_bounds) if o.return_bounds else (res.random_return, float(payoff.values.max()))
     switches = o.exp3s_switches if o.exp3s_switches is not None else max(0, -(-o.bandit_episodes // o.segment) - 1)
     arms = {k: res.policies[k] for k in res.kept}
     echo(f"[robust] bandits over {list(arms)} for {o.bandit_episodes} real episodes (schedule {o.schedule}, "
          f"segments of {o.segment})")
     ad = evaluate_adaptation(arms, res.attacks, schedule, make_eval_env, bounds, return_range=rng,
-                             bandits=o.bandits, n_seeds=o.bandit_seeds, seed=seed + 50_000,
+                             bandits=[*o.bandits, *o.extra_bandits], n_seeds=o.bandit_seeds, seed=seed + 50_000,
                              bandit_options={"exp3ix": {"c": o.c}, "discounted_exp3ix": {"c": o.c, "discount": o.discount},
-                                             "exp3s": {"switches": switches}})
+                                             "exp3s": {"switches": switches}, **o.extra_bandits})
     plot_regret(ad, plots_dir / "robust_regret.png", title=f"Test-time selection (epsilon {o.epsilon:g})")
     np.savez_compressed(out_dir / "returns_table.npz", table=ad.table, schedule=np.asarray(schedule),
                         policies=np.asarray(ad.policies), **{f"arms_{k}": v for k, v in ad.arms.items()})
@@ -271,7 +278,7 @@ def run_robust(natural: Any, make_train_env: Callable, make_attacker_env: Callab
         "robust_best_fixed_return_schedule": m["best_fixed_mean_return"],
         "robust_best_fixed_policy": m["best_fixed_policy"],
     }
-    for k in o.bandits:
+    for k in [*o.bandits, *o.extra_bandits]:
         summary[f"robust_{k}_return_schedule"] = m[f"{k}_mean_return"]
         summary[f"robust_{k}_gap_to_best_rel"] = m[f"{k}_gap_to_best_rel"]
         summary[f"robust_{k}_regret_exponent"] = m[f"{k}_regret_exponent"]
@@ -289,7 +296,7 @@ def _summary_lines(report: dict) -> list[str]:
                      "over a random policy")
     lines.append(f"[robust] schedule mean return: natural {m.get('natural_mean_return', float('nan')):.1f}, "
                  f"best fixed ({m['best_fixed_policy']}) {m['best_fixed_mean_return']:.1f}")
-    for k in report["options"]["bandits"]:
+    for k in [*report["options"]["bandits"], *report["options"]["extra_bandits"]]:
         lines.append(f"[robust]   {k:18s} {m[f'{k}_mean_return']:.1f} (gap to best {m[f'{k}_gap_to_best_rel']:+.1%} "
                      f"of range, final regret {m[f'{k}_final_regret']:.0f}, exponent {m[f'{k}_regret_exponent']:.2f})")
     return lines
