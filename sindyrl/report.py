@@ -64,6 +64,13 @@ def plot_policy_comparison(run: Run, steps: int = 200) -> Path | None:
     return p
 
 
+def _num(v, digits: int) -> str:
+    """A number for a table; missing or diverged values print as such."""
+    if v is None:
+        return "diverged"
+    return f"{v:.{digits}f}"
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -94,8 +101,9 @@ def _sections(run: Run) -> list[tuple[str, str, list[Path]]]:
     if rows:
         body = "| iteration | real steps | eval return | model one-step error | rollout error |\n|---|---|---|---|---|\n"
         for r in rows:
-            body += (f"| {int(r['iteration'])} | {int(r['real_steps_collect'])} | {r['eval_return_mean']:.1f} ± "
-                     f"{r['eval_return_std']:.1f} | {r['model_one_step_error']:.4f} | {r['model_rollout_error']:.4f} |\n")
+            body += (f"| {int(r['iteration'])} | {int(r['real_steps_collect'])} | {_num(r['eval_return_mean'], 1)} ± "
+                     f"{_num(r['eval_return_std'], 1)} | {_num(r['model_one_step_error'], 4)} | "
+                     f"{_num(r.get('model_rollout_error'), 4)} |\n")
     out.append(("Learning curve (return against real environment steps)", body, [lc] if lc.is_file() else []))
     mr = run.plots_dir / "model_rollout.png"
     out.append(("Model rollout against a held-out real trajectory",

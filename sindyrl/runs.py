@@ -231,7 +231,7 @@ class Run:
             return []
         with p.open() as fh:
             return [
-                {k: (float(v) if v not in ("", None) and k != "algo" else v) for k, v in row.items()}
+                {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
                 for row in csv.DictReader(fh)
             ]
 

@@ -330,7 +330,7 @@ class SparseModel:
             "unit_pairs": [list(p) for p in self.unit_pairs],
             "output_bounds": None if self.output_bounds is None else [arr(v) for v in self.output_bounds],
             "input_bounds": None if self.input_bounds is None else [arr(v) for v in self.input_bounds],
-            "metadata": self.metadata,
+            "metadata": _json_safe(self.metadata),
         }
 
     def to_json(self, path=None, indent: int | None = 1) -> str:
@@ -463,6 +463,21 @@ class SparseModel:
                     "(its features differ from the parsed terms)"
                 )
         return cls(inputs=inputs, outputs=list(outputs), terms=terms, coef=coef, ensemble=ensemble, **kwargs)
+
+
+def _json_safe(v: Any) -> Any:
+    """Metadata as plain JSON: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _json_safe(v.tolist())
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 _TRIG = re.compile(r"^(sin|cos)\(([-+0-9.eE]+) (.+)\)$")
