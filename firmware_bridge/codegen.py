@@ -573,9 +573,21 @@ def neural_spec_from_sb3(
     )
 
 
+def _import_emlearn():
+    """Import emlearn without its side effect: ``emlearn.bayes`` calls ``numpy.seterr(all='raise')`` at import,
+    which would turn every later underflow in the process into an exception."""
+    saved = np.geterr()
+    try:
+        import emlearn
+        import emlearn.net  # noqa: F401
+    finally:
+        np.seterr(**saved)
+    return emlearn
+
+
 def emlearn_include_dir() -> Path:
     """Directory of emlearn's C headers (pass it with ``-isystem``: they trip ``-Wextra``)."""
-    import emlearn
+    emlearn = _import_emlearn()
 
     return Path(emlearn.includedir)
 
@@ -599,7 +611,7 @@ def generate_neural_c(spec: NeuralSpec, name: str, out_dir) -> GeneratedC:
     Compile with ``-isystem`` :func:`emlearn_include_dir`. ``eml_net.h`` defines
     non-static functions, so one firmware holds at most one neural model.
     """
-    from emlearn import net as eml_net
+    eml_net = _import_emlearn().net
 
     if not isinstance(spec, NeuralSpec):
         raise TypeError(f"generate_neural_c: expected a NeuralSpec, got {type(spec).__name__}")
