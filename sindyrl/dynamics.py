@@ -248,6 +248,13 @@ class SINDyDynamics:
             name="dynamics",
         )
         ens = model.ensemble
+        # the plain STLSQ fit on the full library and all training data: the yardstick for members, and the
+        # fallback when every member is worse (library ensembling on a small library drops needed terms)
+        ref, _ = fit_sparse_regression(
+            X, U, target, self.library, names, self.obs_names, self.threshold, self.alpha, 1, self.seed,
+            normalize_columns=self.normalize_columns, name="dynamics",
+        )
+        ref_coef = ref.coef.copy()
         if self.residual:
             lin = {t: k for k, t in enumerate(model.terms) if len(t) == 1 and t[0][1] == "pow" and t[0][2] == 1}
             for i in range(len(self.obs_names)):
@@ -255,6 +262,8 @@ class SINDyDynamics:
                 if k is None:
                     raise ValueError("dynamics: residual=True needs the linear state terms in the library")
                 ens[:, i, k] += 1.0
+                ref_coef[i, k] += 1.0
+        self._ref_coef = ref_coef
         lo = np.minimum(buffer.obs.min(0), buffer.next_obs.min(0))
         hi = np.maximum(buffer.obs.max(0), buffer.next_obs.max(0))
         in_lo = np.concatenate([lo, buffer.actions.min(0)])
@@ -296,7 +305,19 @@ class SINDyDynamics:
             with np.errstate(all="ignore"):
                 err = np.sqrt(np.mean(((traj - truth) / scale) ** 2))
             errors[j] = err if np.isfinite(err) else np.inf
+        ref_err = np.inf
+        if getattr(self, "_ref_coef", None) is not None:
+            traj = rollout(m.with_coef(self._ref_coef), buffer.obs[starts], acts)[:, 1:]
+            with np.errstate(all="ignore"):
+                ref_err = float(np.sqrt(np.mean(((traj - truth) / scale) ** 2)))
+            ref_err = ref_err if np.isfinite(ref_err) else np.inf
         finite = errors[np.isfinite(errors)]
+        if np.isfinite(ref_err) and (len(finite) == 0 or ref_err * self.member_error_factor < np.min(finite)):
+            log.info("dynamics: every ensemble member is over %.0fx worse than the full-library fit over %d steps "
+                     "(%.3g vs %.3g); using the full-library fit", self.member_error_factor, T,
+                     np.min(finite) if len(finite) else np.inf, ref_err)
+            self.model_ = m.with_coef(self._ref_coef, ensemble=self._ref_coef[None])
+            return errors
         if len(finite) == 0:
             # keep going: the surrogate cuts episodes at the domain's edge, and more data usually fixes it
             log.warning("dynamics: every ensemble member diverges within %d steps on held-out data (%d transitions);"

@@ -81,3 +81,23 @@ def test_cli_bad_config_is_one_clear_line(tmp_path, capsys):
     assert "agent.algo" in err and "Traceback" not in err
     assert main(["distill", str(tmp_path / "nope")]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_custom_module_class_env_and_module_function_reward(tmp_path):
+    """Any gymnasium.Env given as "module:Class", with a known reward given as "module:function"."""
+    cfg = config_from_dict({
+        "env": {"id": "toy_envs:LinearEnv", "kwargs": {"horizon": 30}},
+        "collect": {"random_steps": 300, "steps_per_iteration": 0},
+        "dynamics": {"library": {"degree": 1}, "threshold": 0.02, "n_models": 3},
+        "reward": {"known": "toy_envs:reward"},
+        "agent": {"algo": "ppo", "n_envs": 2, "initial_steps": 256, "kwargs": {"n_steps": 64, "batch_size": 64}},
+        "dyna": {"iterations": 1, "eval_episodes": 1, "final_eval_episodes": 1},
+    })
+    run = Run.create(cfg, root=tmp_path, name="toy")
+    assert run.obs_names == ["x0", "x1"] and run.action_names == ["u0"]
+    Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    m = run.load_model("dynamics")
+    # the linear system is recovered exactly: x0' = x0 + 0.1 x1 ; x1' = -0.2 x0 + 0.95 x1 + 0.1 u0
+    np.testing.assert_allclose(m.evaluate(np.array([[0.3, -0.5, 0.7]])), [[0.3 - 0.05, -0.06 - 0.475 + 0.07]],
+                               atol=1e-8)
+    assert m.nnz == 5
