@@ -73,6 +73,8 @@ class Args:
     docs: str = "docs/benchmarks.md"
     quick: bool = False
     """Tiny budgets: checks that the script runs, figures meaningless."""
+    docs_only: bool = False
+    """Only rewrite the docs section from an existing results file (--out)."""
 
 
 def parse_args() -> Args:
@@ -153,6 +155,30 @@ def write_docs(a: Args, res: dict) -> None:
     for p, row in zip(P["policies"], P["values"]):
         star = " *" if p in res["kept"] else ""
         lines.append(f"| {p}{star} | " + " | ".join(f"{v:.0f}" for v in row) + " |")
+    # Why each kept policy is kept: the column where it leads the other kept policies most, with standard errors.
+    from sindyrl.robust.payoff import PayoffMatrix
+
+    pm = PayoffMatrix.from_csv(ROOT / res["run"] / "robust" / "payoff.csv")
+    notes = []
+    for p in res["kept"]:
+        others = [q for q in res["kept"] if q != p]
+        if not others:
+            continue
+        i = pm.policies.index(p)
+        rows = [pm.policies.index(q) for q in others]
+        lead = pm.values[i] - pm.values[rows].max(axis=0)
+        j = int(np.argmax(lead))
+        se = float(np.hypot(pm.stderr[i, j], pm.stderr[rows, j].max()))
+        notes.append(f"{p} leads under `{pm.attacks[j]}` by {lead[j]:.0f} (standard error of the difference "
+                     f"about {se:.0f})")
+    if notes:
+        from sindyrl.robust.payoff import non_dominated
+
+        tol = 2 * float(np.median(pm.stderr))
+        robust_set = [pm.policies[i] for i in non_dominated(pm, tol=tol)]
+        lines += ["", "Why each kept policy is non-dominated: " + "; ".join(notes) + ". "
+                  f"With a tolerance of two median standard errors ({tol:.0f}) the non-dominated set would be "
+                  f"{robust_set}."]
     lines += ["", f"Test-time selection over {m['policies']} for {m['episodes']} real episodes "
               f"(schedule {res['options']['schedule']} in segments of {res['options']['segment']}; "
               f"mean over {m['bandit_seeds']} bandit runs on one measured returns table):", "",
@@ -179,6 +205,10 @@ def write_docs(a: Args, res: dict) -> None:
 
 def main() -> None:
     a = parse_args()
+    if a.docs_only:
+        write_docs(a, json.loads((ROOT / a.out).read_text()))
+        print(f"rewrote the robust section of {a.docs} from {a.out}")
+        return
     torch.set_num_threads(1)
     t0 = time.time()
     run = get_run(a)
