@@ -197,9 +197,12 @@ def discover(natural: Any, make_train_env: Callable[[], Any], make_eval_env: Cal
     """
     if int(iterations) < 0 or int(rounds) < 1:
         raise ValueError(f"discover: need iterations >= 0 and rounds >= 1, got {iterations}, {rounds}")
-    space = make_eval_env().observation_space
+    eval_env = make_eval_env()
+    space, action_space = eval_env.observation_space, eval_env.action_space
+    eval_env.close()
     if make_attacker_env is None:
         probe = make_train_env()
+        probe.close()
         if not isinstance(probe, gym.Env):
             raise ValueError("discover: make_train_env returns a VecEnv; pass make_attacker_env (a gymnasium.Env factory)")
         make_attacker_env = make_train_env
@@ -209,8 +212,7 @@ def discover(natural: Any, make_train_env: Callable[[], Any], make_eval_env: Cal
         attacks = {"none": NoAttack(space.shape[0]), **attacks}
     policies: dict[str, Any] = {"natural": natural}
     kept = ["natural"]
-    eval_env = make_eval_env()
-    rnd = random_policy(eval_env.action_space, seed)
+    rnd = random_policy(action_space, seed)
     random_return = float(episode_returns(rnd, make_eval_env, None, eval_episodes, seed=seed).mean())
     if adversary:
         log(f"training the adversary against the natural policy ({attacker_steps} steps)")
