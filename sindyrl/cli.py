@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="run name (default: config name + timestamp)")
     r.add_argument("--runs-dir", default="runs", help="parent directory of run directories (default: runs)")
     r.add_argument("--resume", metavar="RUN", help="continue an interrupted run directory")
-    r.add_argument("--skip", help="comma-separated stages to skip (train,distill,export,control,hil,report)")
+    r.add_argument("--skip", help="comma-separated stages to skip (train,distill,export,control,hil,robust,report)")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     r.set_defaults(func=cmd_run)

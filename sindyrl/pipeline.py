@@ -1,4 +1,4 @@
-"""The stages of ``sindyrl run``: train (collect, fit, Dyna) -> distill -> export -> control -> hil -> report.
+"""The stages of ``sindyrl run``: train (collect, fit, Dyna) -> distill -> export -> control -> hil -> robust -> report.
 
 This module and :mod:`sindyrl.cli` are the only places in ``sindyrl`` that
 import ``controllers``, ``export`` and ``firmware_bridge``. Each stage takes
@@ -30,15 +30,21 @@ def stage_distill(run: Run, echo: Callable[..., None] = print, **_) -> dict:
     return distill_run(run, echo=echo)
 
 
-def _external(module: str, func: str = "stage") -> Callable[..., dict]:
-    """A stage implemented in another package (imported only when the stage runs)."""
+def _external(module: str, func: str = "stage", key: str | None = None, pass_echo: bool = False) -> Callable[..., dict]:
+    """A stage implemented in another package (imported only when the stage runs).
+
+    Its options come from ``config.stages[key]`` (default: the package name).
+    """
+    key = key or module.split(".")[0]
 
     def call(run: Run, echo: Callable[..., None] = print, **_) -> dict:
         try:
             mod = importlib.import_module(module)
         except ImportError as e:
             raise RuntimeError(f"stage needs {module!r}, which cannot be imported ({e})") from None
-        options = dict(run.config.stages.get(module.split(".")[0], {}) or {})
+        options = dict(run.config.stages.get(key, {}) or {})
+        if pass_echo:
+            options["echo"] = echo
         return getattr(mod, func)(run, **options)
 
     return call
@@ -58,6 +64,8 @@ STAGES: dict[str, tuple[Callable[..., dict], str]] = {
     "export": (_external("export.stage_fn", "stage"), "ONNX export of policies and models, parity checks"),
     "control": (_external("controllers.stage_fn", "stage"), "LQR/MPC on the learned model, compared on the real env"),
     "hil": (_external("firmware_bridge.stage_fn", "stage"), "hardware-in-the-loop on the host board / QEMU"),
+    "robust": (_external("sindyrl.robust.commands", "stage", key="robust", pass_echo=True),
+               "non-dominated robust policies and test-time bandit (runs only when stages.robust is set)"),
     "report": (stage_report, "report.html and report.md"),
 }
 
@@ -65,6 +73,8 @@ STAGES: dict[str, tuple[Callable[..., dict], str]] = {
 def run_pipeline(cfg: Config, run: Run, skip: list[str] | None = None, echo: Callable[..., None] = print,
                  progress_bar: bool = True) -> dict:
     skip = set(skip or []) | set(cfg.skip)
+    if "robust" not in cfg.stages:
+        skip.add("robust")  # minutes of attacker/policy training: opt in with a stages.robust section
     unknown = skip - set(STAGES)
     if unknown:
         raise ValueError(f"skip: unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
