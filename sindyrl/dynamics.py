@@ -19,7 +19,7 @@ from .config import LibraryConfig
 from .data import TransitionBuffer
 from .sparse import SparseModel
 
-__all__ = ["SINDyDynamics", "build_library", "rollout", "fit_sparse_regression"]
+__all__ = ["SINDyDynamics", "build_library", "rollout", "prediction_errors", "fit_sparse_regression"]
 
 log = logging.getLogger("sindyrl")
 
@@ -124,8 +124,21 @@ def fit_sparse_regression(
     return model, fitted
 
 
-def rollout(model: SparseModel, x0: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """Batched open-loop rollout: x0 (B, n_x), actions (B, T, n_u) -> states (B, T + 1, n_x)."""
+def _step_fn(model):
+    if isinstance(model, SparseModel):
+        return lambda x, u: model.evaluate(np.concatenate([x, u], axis=1))
+    if callable(getattr(model, "predict", None)):
+        return model.predict
+    raise TypeError(f"rollout: expected a SparseModel or an object with predict(obs, actions), got {type(model)}")
+
+
+def rollout(model, x0: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Batched open-loop rollout: x0 (B, n_x), actions (B, T, n_u) -> states (B, T + 1, n_x).
+
+    ``model`` is a dynamics SparseModel (inputs: states then actions) or any
+    object with a batched ``predict(obs, actions)``.
+    """
+    step = _step_fn(model)
     x0 = np.atleast_2d(np.asarray(x0, dtype=np.float64))
     actions = np.asarray(actions, dtype=np.float64)
     if actions.ndim == 2:
@@ -135,8 +148,31 @@ def rollout(model: SparseModel, x0: np.ndarray, actions: np.ndarray) -> np.ndarr
     out[:, 0] = x0
     with np.errstate(all="ignore"):
         for t in range(T):
-            out[:, t + 1] = model.evaluate(np.concatenate([out[:, t], actions[:, t]], axis=1))
+            out[:, t + 1] = step(out[:, t], actions[:, t])
     return out
+
+
+def prediction_errors(model, buffer: TransitionBuffer, mask: np.ndarray | None, rollout_steps: int,
+                      seed: int = 0) -> dict[str, float]:
+    """One-step and k-step open-loop rollout error on ``mask`` (RMS, in units of each state's std).
+
+    The k-step error is inf when rollouts diverge, NaN when no episode is long enough.
+    """
+    step = _step_fn(model)
+    mask = np.ones(len(buffer), dtype=bool) if mask is None else mask
+    scale = np.maximum(buffer.next_obs.std(0), 1e-8)
+    pred = step(buffer.obs[mask], buffer.actions[mask])
+    one = float(np.sqrt(np.mean(((pred - buffer.next_obs[mask]) / scale) ** 2)))
+    starts = _windows(buffer, mask, rollout_steps, 256, seed)
+    k = float("nan")
+    if len(starts):
+        idx = starts[:, None] + np.arange(rollout_steps)[None, :]
+        traj = rollout(model, buffer.obs[starts], buffer.actions[idx])[:, 1:]
+        with np.errstate(all="ignore"):
+            k = float(np.sqrt(np.mean(((traj - buffer.next_obs[idx]) / scale) ** 2)))
+        if not np.isfinite(k):
+            k = float("inf")
+    return {"model_one_step_error": one, "model_rollout_error": k, "model_rollout_steps": rollout_steps}
 
 
 def _windows(buf: TransitionBuffer, mask: np.ndarray, length: int, max_windows: int, seed: int):
@@ -345,20 +381,7 @@ class SINDyDynamics:
     def score(self, buffer: TransitionBuffer, mask: np.ndarray | None = None) -> dict[str, float]:
         """One-step and k-step rollout error (RMS, in units of each state's std) on ``mask``."""
         self._check_fitted()
-        mask = np.ones(len(buffer), dtype=bool) if mask is None else mask
-        scale = np.maximum(buffer.next_obs.std(0), 1e-8)
-        pred = self.predict(buffer.obs[mask], buffer.actions[mask])
-        one = float(np.sqrt(np.mean(((pred - buffer.next_obs[mask]) / scale) ** 2)))
-        starts = _windows(buffer, mask, self.rollout_steps, 256, self.seed)
-        k = float("nan")
-        if len(starts):
-            idx = starts[:, None] + np.arange(self.rollout_steps)[None, :]
-            traj = rollout(self.model_, buffer.obs[starts], buffer.actions[idx])[:, 1:]
-            with np.errstate(all="ignore"):
-                k = float(np.sqrt(np.mean(((traj - buffer.next_obs[idx]) / scale) ** 2)))
-            if not np.isfinite(k):
-                k = float("inf")
-        return {"model_one_step_error": one, "model_rollout_error": k, "model_rollout_steps": self.rollout_steps}
+        return prediction_errors(self.model_, buffer, mask, self.rollout_steps, self.seed)
 
     def equations(self, precision: int = 3) -> list[str]:
         self._check_fitted()

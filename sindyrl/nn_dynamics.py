@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .data import TransitionBuffer
-from .dynamics import _windows
+from .dynamics import prediction_errors, rollout
 from .sparse import UNIT_EPS
 
 __all__ = ["NNEnsembleDynamics", "NN_DEFAULTS"]
@@ -330,35 +330,13 @@ class NNEnsembleDynamics:
 
     def rollout(self, x0: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Open-loop rollout of the aggregate: x0 (B, n_obs), actions (B, T, n_act) -> (B, T + 1, n_obs)."""
-        x0 = np.atleast_2d(np.asarray(x0, dtype=np.float64))
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.ndim == 2:
-            actions = actions[None]
-        B, T, _ = actions.shape
-        out = np.empty((B, T + 1, x0.shape[1]))
-        out[:, 0] = x0
-        with np.errstate(all="ignore"):
-            for t in range(T):
-                out[:, t + 1] = self.predict(out[:, t], actions[:, t])
-        return out
+        self._check_fitted()
+        return rollout(self, x0, actions)
 
     def score(self, buffer: TransitionBuffer, mask: np.ndarray | None = None) -> dict[str, float]:
         """One-step and k-step rollout error (RMS, in units of each state's std), as ``SINDyDynamics.score``."""
         self._check_fitted()
-        mask = np.ones(len(buffer), dtype=bool) if mask is None else mask
-        scale = np.maximum(buffer.next_obs.std(0), 1e-8)
-        pred = self.predict(buffer.obs[mask], buffer.actions[mask])
-        one = float(np.sqrt(np.mean(((pred - buffer.next_obs[mask]) / scale) ** 2)))
-        starts = _windows(buffer, mask, self.rollout_steps, 256, self.seed)
-        k = float("nan")
-        if len(starts):
-            idx = starts[:, None] + np.arange(self.rollout_steps)[None, :]
-            traj = self.rollout(buffer.obs[starts], buffer.actions[idx])[:, 1:]
-            with np.errstate(all="ignore"):
-                k = float(np.sqrt(np.mean(((traj - buffer.next_obs[idx]) / scale) ** 2)))
-            if not np.isfinite(k):
-                k = float("inf")
-        return {"model_one_step_error": one, "model_rollout_error": k, "model_rollout_steps": self.rollout_steps}
+        return prediction_errors(self, buffer, mask, self.rollout_steps, self.seed)
 
     @property
     def n_params(self) -> int:

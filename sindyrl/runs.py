@@ -26,13 +26,11 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import yaml
 
 from .config import Config, config_from_dict, config_to_dict
-from .sparse import SparseModel
+from .sparse import SparseModel, _json_safe
 
 __all__ = ["Run", "atomic_write", "ALGORITHMS", "algorithm_class"]
 
@@ -52,18 +50,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
             os.unlink(tmp)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    return v
+_jsonable = _json_safe
 
 
 ALGORITHMS = ("ppo", "sac", "td3", "ddpg", "beer")
