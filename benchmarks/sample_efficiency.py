@@ -85,7 +85,10 @@ TASKS: dict[str, dict] = {
         "config": "examples/configs/swimmer.yaml", "env_id": "Swimmer-v5", "threshold": 100.0, "seeds": 1,
         "budgets": [15_000, 30_000, 50_000],
         "eval_episodes": 1, "final_eval_episodes": 3,
-        "dyna": {"dyna.iterations": 4, "agent.initial_steps": 100_000, "agent.steps_per_iteration": 40_000},
+        "dyna": {"dyna.iterations": 4, "agent.initial_steps": 100_000, "agent.steps_per_iteration": 40_000,
+                 # 8 inputs make a degree-3 library of 165 terms: a smaller distillation grid to fit the budget
+                 "distill.passes": 1, "distill.n_models": 5, "distill.n_rollouts": 10, "distill.alphas": [1e-4],
+                 "distill.eval_episodes": 3},
         "nn": {"epochs": 60, "patience": 8},
         "ppo": {"steps": 50_000, "eval_every": 10_000, "n_envs": 4,
                 "kwargs": {"n_steps": 1000, "batch_size": 250, "gamma": 0.9999}},
@@ -321,13 +324,26 @@ def _f(v, fmt="{:.0f}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
+def _scaled_note(st: dict) -> str:
+    """What this run used, in words (so the table never hides how small the budgets were)."""
+    d = st["dyna"]
+    return (f"Budgets used: Dyna {d.get('dyna.iterations')} iterations on `{st['config']}` (surrogate PPO "
+            f"{d.get('agent.initial_steps', 0):,} steps, then {d.get('agent.steps_per_iteration', 0):,} per "
+            f"iteration; Dyna-NN: same loop, {st['nn']}); PPO {st['ppo']['steps']:,} and SAC {st['sac']['steps']:,}"
+            f" real steps (evaluated every {st['ppo']['eval_every']:,} / {st['sac']['eval_every']:,}). Curve "
+            f"points: {st['eval_episodes']} evaluation episode(s); the last point of each curve (and \"final "
+            f"return\") is the final evaluation, {st['final_eval_episodes']} episodes on reset seeds seed..seed+"
+            f"{st['final_eval_episodes'] - 1}. Real steps count training interactions only (evaluation episodes "
+            "are not counted, for any method).")
+
+
 def markdown_table(agg: dict, settings_by_task: dict, command: str, notes: list[str]) -> str:
     lines = ["## Sample efficiency (sindyrl Dyna vs model-free SB3 and Dyna-NN)", "",
              f"Command: `{command}`. " + " ".join(notes), ""]
     for task, a in agg.items():
         st = settings_by_task[task]
         budgets = a["budgets"]
-        lines += [f"### {st['env_id']} (threshold {a['threshold']:g})", ""]
+        lines += [f"### {st['env_id']} (threshold {a['threshold']:g})", "", _scaled_note(st), ""]
         head = "| method | seeds | real steps used | final return | " + " | ".join(
             f"return @ {b:,}" for b in budgets) + " | real steps to threshold (reached) | wall time (s) |"
         lines += [head, "|" + "---|" * (6 + len(budgets))]
@@ -336,8 +352,9 @@ def markdown_table(agg: dict, settings_by_task: dict, command: str, notes: list[
             cells = [METHODS[m], str(r["n_seeds"]), f"{r['real_steps']:,.0f}", f"{_f(fr[0])} ± {_f(fr[1])}"]
             for b in budgets:
                 mean, std, n = r["at_budget"][str(b)]
-                cells.append("—" if mean is None else f"{mean:.0f} ± {std:.0f}" + ("" if n == r["n_seeds"] else
-                                                                                   f" ({n})"))
+                cell = "—" if mean is None else f"{mean:.0f} ± {std:.0f}" + ("" if n == r["n_seeds"] else f" ({n})")
+                # past its own budget a method has stopped: the cell repeats its final value
+                cells.append(cell + ("†" if mean is not None and b > r["max_real_steps"] else ""))
             st_mean = r["steps_to_threshold"][0]
             cells.append(f"{_f(st_mean, '{:,.0f}')} ({r['reached_threshold']}/{r['n_seeds']})")
             cells.append(f"{_f(r['wall_seconds'][0])}")
@@ -352,7 +369,9 @@ def markdown_table(agg: dict, settings_by_task: dict, command: str, notes: list[
                 rat.append(f"{METHODS[m]}: n/a ({v['note']})")
         if rat:
             lines += ["", "Real steps to the threshold, relative to sindyrl (same run): " + "; ".join(rat) + "."]
-        lines += ["", f"Reference points: {a['reference']}.", ""]
+        lines += ["", f"Reference points: {a['reference']}. † the method had stopped before this budget (its "
+                  "final value is repeated). Steps to threshold are quantised by the evaluation points (Dyna: every "
+                  "refit; model-free: every evaluation interval).", ""]
     comp = [(t, m, r) for t, a in agg.items() for m, r in a["methods"].items()
             if r.get("sparse_policy_nnz") is not None or r.get("neural_policy_params") is not None]
     if comp:
