@@ -58,7 +58,7 @@ def _train_td3() -> TD3:
 
 
 @pytest.fixture(scope="module")
-def td3(pytestconfig):
+def td3(pytestconfig, tmp_path_factory):
     """A briefly trained TD3 agent, cached in pytest's cache directory.
 
     Training costs ~30 s on an idle machine (minutes on a loaded one); the
@@ -71,7 +71,9 @@ def td3(pytestconfig):
     torch.set_num_threads(1)
     key = hashlib.sha256(repr((TD3_SETTINGS, stable_baselines3.__version__, torch.__version__,
                                gym.__version__)).encode()).hexdigest()[:12]
-    path = pytestconfig.cache.mkdir("sindyrl_robust") / f"td3_pendulum_{key}.zip"
+    cache = getattr(pytestconfig, "cache", None)  # absent under -p no:cacheprovider
+    folder = cache.mkdir("sindyrl_robust") if cache is not None else tmp_path_factory.mktemp("sindyrl_robust")
+    path = folder / f"td3_pendulum_{key}.zip"
     if path.is_file():
         return TD3.load(path, device="cpu")
     model = _train_td3()
