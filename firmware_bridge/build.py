@@ -101,6 +101,16 @@ const sindyrl_model_desc_t sindyrl_board_model = {{
     {m}_NAME, {m}_HASH, {kind}u, {m}_N_IN, {m}_N_OUT, {gen.symbol}, safe_action
 }};
 """
+    if gen.n_arms > 0:  # a policy set: the board's EXP3-IX picks the arm gen.symbol evaluates
+        text += f"""
+static const sindyrl_policy_set_desc_t policy_set = {{
+    {m}_N_ARMS, sindyrl_{gen.name}_select, {m}_ETA, {m}_GAMMA, {m}_RETURN_LOW, {m}_RETURN_HIGH, {m}_SEED
+}};
+
+const sindyrl_policy_set_desc_t *const sindyrl_board_policy_set = &policy_set;
+"""
+    else:
+        text += "\nconst sindyrl_policy_set_desc_t *const sindyrl_board_policy_set = NULL;\n"
     path = out_dir / "board_model.c"
     path.write_text(text)
     return path
@@ -144,7 +154,8 @@ def build_firmware(
     glue = _glue(gen, out_dir)
     common = [*STRICT_CFLAGS, opt, f"-I{BOARD_DIR}", f"-I{gen.header.parent}"]
     common += [f"-isystem{d}" for d in gen.include_dirs]
-    srcs = [BOARD_DIR / "sindyrl_board.c", BOARD_DIR / "sindyrl_protocol.c", gen.source, glue]
+    srcs = [BOARD_DIR / "sindyrl_board.c", BOARD_DIR / "sindyrl_protocol.c", BOARD_DIR / "sindyrl_bandit.c",
+            gen.source, *gen.extra_sources, glue]
     if target == "host":
         exe = out_dir / ("board-host-asan" if sanitize else "board-host")
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if sanitize else []

@@ -65,6 +65,8 @@ class GeneratedC:
     outputs: list[str]
     safe_action: np.ndarray
     include_dirs: list[Path] = field(default_factory=list)  # pass with -isystem
+    extra_sources: list[Path] = field(default_factory=list)  # compiled and linked with ``source``
+    n_arms: int = 0  # > 0: a policy set (firmware_bridge.policy_set) with a ``sindyrl_<name>_select``
 
     @property
     def symbol(self) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from .protocol import (
     SEQ_UNKNOWN,
+    BanditState,
     BenchMode,
     BenchResult,
     BenchUnit,
@@ -33,8 +34,11 @@ from .protocol import (
     Info,
     MsgType,
     encode_frame,
+    pack_bandit_reset,
     pack_bench,
+    pack_episode_end,
     pack_floats,
+    unpack_bandit_state,
     unpack_bench_result,
     unpack_error,
     unpack_floats,
@@ -48,6 +52,9 @@ _REPLY = {
     MsgType.OBS: MsgType.ACT,
     MsgType.PING: MsgType.PONG,
     MsgType.BENCH: MsgType.BENCH_RESULT,
+    MsgType.EPISODE_END: MsgType.BANDIT_STATE,
+    MsgType.BANDIT_QUERY: MsgType.BANDIT_STATE,
+    MsgType.BANDIT_RESET: MsgType.BANDIT_STATE,
 }
 
 
@@ -287,3 +294,23 @@ class BoardLink:
         per_tick = 2.0 * n_calibrate / cal.elapsed
         res = self.bench(n_calls, obs)
         return res.elapsed * per_tick / n_calls
+
+    # ------------------------------------------------ policy-set boards (EXP3-IX on the board)
+    def bandit_state(self) -> BanditState:
+        """The arm a policy-set board acts with now, and the probabilities it was drawn from."""
+        return unpack_bandit_state(self.request(MsgType.BANDIT_QUERY).payload)
+
+    def bandit_reset(self, seed: int, config: tuple[float, float, float, float] | None = None) -> BanditState:
+        """Restart the board's bandit from ``seed`` (with ``(eta, gamma, return_low, return_high)`` if given,
+        else the values built into the firmware); returns the first arm drawn."""
+        return unpack_bandit_state(self.request(MsgType.BANDIT_RESET, pack_bandit_reset(seed, config)).payload)
+
+    def episode_end(self, episode_return: float) -> BanditState:
+        """Report the return of the episode just played; the board updates EXP3-IX and returns the next arm.
+
+        A resend after a lost reply is safe: the board recognises it (same sequence number and payload as
+        the EPISODE_END it just applied) and answers without counting the episode twice.
+        """
+        if not np.isfinite(episode_return):
+            raise ValueError(f"BoardLink.episode_end: return must be finite, got {episode_return}")
+        return unpack_bandit_state(self.request(MsgType.EPISODE_END, pack_episode_end(episode_return)).payload)

@@ -33,6 +33,7 @@ __all__ = [
     "crc16", "encode_frame", "decode_frame", "FrameDecoder",
     "pack_floats", "unpack_floats", "pack_info", "unpack_info", "pack_bench", "unpack_bench",
     "pack_bench_result", "unpack_bench_result", "pack_error", "unpack_error",
+    "MAX_ARMS", "BanditState", "pack_episode_end", "pack_bandit_reset", "pack_bandit_state", "unpack_bandit_state",
 ]
 
 PROTOCOL_VERSION = 1
@@ -48,6 +49,8 @@ MAX_ENCODED = MAX_FRAME + (MAX_FRAME + 253) // 254
 SEQ_UNKNOWN = 0xFF
 #: Longest model name carried in INFO.
 MAX_NAME = 32
+#: Most policies in one policy-set firmware (``SINDYRL_BANDIT_MAX_ARMS`` in board/sindyrl_bandit.h).
+MAX_ARMS = 32
 
 
 class MsgType(enum.IntEnum):
@@ -57,10 +60,14 @@ class MsgType(enum.IntEnum):
     OBS = 0x02
     PING = 0x03
     BENCH = 0x04
+    EPISODE_END = 0x05  #: policy-set boards: an episode's return; the bandit draws the next arm
+    BANDIT_QUERY = 0x06  #: policy-set boards: the current arm and probabilities
+    BANDIT_RESET = 0x07  #: policy-set boards: restart the bandit from a seed (and optionally a configuration)
     INFO = 0x81
     ACT = 0x82
     PONG = 0x83
     BENCH_RESULT = 0x84
+    BANDIT_STATE = 0x85  #: reply to EPISODE_END, BANDIT_QUERY and BANDIT_RESET
     ERROR = 0x7F
 
 
@@ -76,6 +83,7 @@ class ErrorCode(enum.IntEnum):
     OVERSIZE = 7
     EVAL_FAILED = 8
     TOO_SHORT = 9
+    BAD_VALUE = 10
 
 
 class ModelKind(enum.IntEnum):
@@ -330,3 +338,47 @@ def unpack_error(payload: bytes) -> ErrorReply:
     if len(payload) < 2 or (len(payload) - 2) % 4:
         raise FrameError(ErrorCode.BAD_LENGTH, f"ERROR payload of {len(payload)} bytes is malformed")
     return ErrorReply(payload[0], payload[1], unpack_floats(payload[2:]))
+
+
+# ------------------------------------------------------------ policy-set bandit
+@dataclass(frozen=True)
+class BanditState:
+    """A policy-set board's selection: the arm it acts with and the distribution it was drawn from."""
+
+    arm: int
+    n_arms: int
+    episodes: int  #: episodes reported since the last reset
+    probabilities: np.ndarray
+
+
+_BANDIT_STATE = struct.Struct("<BBI")
+
+
+def pack_episode_end(episode_return: float) -> bytes:
+    return struct.pack("<f", float(episode_return))
+
+
+def pack_bandit_reset(seed: int, config: tuple[float, float, float, float] | None = None) -> bytes:
+    """BANDIT_RESET: ``u32 seed``, or ``u32 seed`` and ``f32 eta, gamma, return_low, return_high``."""
+    if not 0 <= int(seed) <= 0xFFFFFFFF:
+        raise ValueError(f"pack_bandit_reset: seed must be in 0..2**32-1, got {seed}")
+    out = struct.pack("<I", int(seed))
+    if config is not None:
+        if len(config) != 4:
+            raise ValueError(f"pack_bandit_reset: config is (eta, gamma, return_low, return_high), got {config!r}")
+        out += struct.pack("<4f", *map(float, config))
+    return out
+
+
+def pack_bandit_state(s: BanditState) -> bytes:
+    return _BANDIT_STATE.pack(s.arm, s.n_arms, s.episodes) + pack_floats(s.probabilities)
+
+
+def unpack_bandit_state(payload: bytes) -> BanditState:
+    if len(payload) < _BANDIT_STATE.size:
+        raise FrameError(ErrorCode.BAD_LENGTH, f"BANDIT_STATE payload of {len(payload)} bytes is too short")
+    arm, n_arms, episodes = _BANDIT_STATE.unpack_from(payload)
+    p = unpack_floats(payload[_BANDIT_STATE.size:], n_arms)
+    if not 1 <= n_arms <= MAX_ARMS or arm >= n_arms:
+        raise FrameError(ErrorCode.BAD_LENGTH, f"BANDIT_STATE: arm {arm} of {n_arms} arms")
+    return BanditState(arm, n_arms, episodes, p)

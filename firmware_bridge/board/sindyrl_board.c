@@ -151,10 +151,97 @@ static int handle_bench(sindyrl_board_t *board, const sindyrl_frame_t *f)
     return send(SINDYRL_MSG_BENCH_RESULT, f->seq, tx_payload, 14u);
 }
 
+/* BANDIT_STATE: u8 arm, u8 n_arms, u32 episodes, n_arms x f32 probabilities. */
+static int send_bandit_state(const sindyrl_board_t *board, uint8_t seq)
+{
+    const sindyrl_bandit_t *b = &board->bandit;
+    uint32_t i;
+    tx_payload[0] = (uint8_t)b->arm;
+    tx_payload[1] = (uint8_t)b->n_arms;
+    sindyrl_put_u32(tx_payload + 2, b->episodes);
+    for (i = 0; i < b->n_arms; i++) {
+        sindyrl_put_f32(tx_payload + 6 + 4 * i, b->p[i]);
+    }
+    return send(SINDYRL_MSG_BANDIT_STATE, seq, tx_payload, 6u + 4u * b->n_arms);
+}
+
+/* Point the policy set at the bandit's arm; 0 on success. */
+static int select_arm(sindyrl_board_t *board)
+{
+    return sindyrl_board_policy_set->select(board->bandit.arm);
+}
+
+static int handle_bandit(sindyrl_board_t *board, const sindyrl_frame_t *f)
+{
+    const sindyrl_policy_set_desc_t *ps = sindyrl_board_policy_set;
+    if (ps == NULL) {
+        return send_error(board, SINDYRL_ERR_UNKNOWN_TYPE, f->type, f->seq);
+    }
+    if (f->type == SINDYRL_MSG_BANDIT_QUERY) {
+        if (f->payload_len != 0u) {
+            return send_error(board, SINDYRL_ERR_BAD_LENGTH, f->type, f->seq);
+        }
+    } else if (f->type == SINDYRL_MSG_EPISODE_END) {
+        uint32_t bits;
+        if (f->payload_len != 4u) {
+            return send_error(board, SINDYRL_ERR_BAD_LENGTH, f->type, f->seq);
+        }
+        bits = sindyrl_get_u32(f->payload);
+        /* the host resends a request whose reply it lost: answer again, do not count the episode twice */
+        if (board->last_episode_seq == (int)f->seq && board->last_episode_bits == bits) {
+            return send_bandit_state(board, f->seq);
+        }
+        if (!board->bandit_ok) {
+            return send_error(board, SINDYRL_ERR_BAD_VALUE, f->type, f->seq);
+        }
+        if (sindyrl_bandit_episode_end(&board->bandit, sindyrl_get_f32(f->payload)) != 0) {
+            return send_error(board, SINDYRL_ERR_NONFINITE, f->type, f->seq);
+        }
+        board->last_episode_seq = (int)f->seq;
+        board->last_episode_bits = bits;
+    } else { /* BANDIT_RESET: u32 seed, optionally f32 eta, gamma, return_low, return_high */
+        uint32_t seed;
+        float cfg[4];
+        size_t i;
+        if (f->payload_len != 4u && f->payload_len != 20u) {
+            return send_error(board, SINDYRL_ERR_BAD_LENGTH, f->type, f->seq);
+        }
+        seed = sindyrl_get_u32(f->payload);
+        cfg[0] = ps->eta;
+        cfg[1] = ps->gamma;
+        cfg[2] = ps->return_low;
+        cfg[3] = ps->return_high;
+        if (f->payload_len == 20u) {
+            for (i = 0; i < 4u; i++) {
+                cfg[i] = sindyrl_get_f32(f->payload + 4 + 4 * i);
+                if (!isfinite(cfg[i])) {
+                    return send_error(board, SINDYRL_ERR_NONFINITE, f->type, f->seq);
+                }
+            }
+        }
+        if (sindyrl_bandit_init(&board->bandit, ps->n_arms, cfg[0], cfg[1], cfg[2], cfg[3], seed) != 0) {
+            return send_error(board, SINDYRL_ERR_BAD_VALUE, f->type, f->seq);
+        }
+        board->bandit_ok = 1;
+    }
+    if (!board->bandit_ok || select_arm(board) != 0) {
+        return send_error(board, SINDYRL_ERR_BAD_VALUE, f->type, f->seq);
+    }
+    return send_bandit_state(board, f->seq);
+}
+
 void sindyrl_board_init(sindyrl_board_t *board)
 {
+    const sindyrl_policy_set_desc_t *ps = sindyrl_board_policy_set;
     sindyrl_rx_init(&board->rx);
     board->n_errors = 0;
+    board->bandit_ok = 0;
+    board->last_episode_seq = -1;
+    board->last_episode_bits = 0;
+    if (ps != NULL && sindyrl_bandit_init(&board->bandit, ps->n_arms, ps->eta, ps->gamma, ps->return_low,
+                                          ps->return_high, ps->seed) == 0) {
+        board->bandit_ok = select_arm(board) == 0;
+    }
 }
 
 int sindyrl_board_feed(sindyrl_board_t *board, uint8_t byte)
@@ -169,6 +256,9 @@ int sindyrl_board_feed(sindyrl_board_t *board, uint8_t byte)
         /* the type byte of a broken frame is not trustworthy: report 0 */
         return send_error(board, err, 0u, f->seq);
     }
+    if (f->type != SINDYRL_MSG_EPISODE_END) {
+        board->last_episode_seq = -1; /* only an immediate resend is a duplicate */
+    }
     switch (f->type) {
     case SINDYRL_MSG_HELLO:
         if (f->payload_len != 0) {
@@ -182,6 +272,10 @@ int sindyrl_board_feed(sindyrl_board_t *board, uint8_t byte)
         return send(SINDYRL_MSG_PONG, f->seq, tx_payload, f->payload_len);
     case SINDYRL_MSG_BENCH:
         return handle_bench(board, f);
+    case SINDYRL_MSG_EPISODE_END:
+    case SINDYRL_MSG_BANDIT_QUERY:
+    case SINDYRL_MSG_BANDIT_RESET:
+        return handle_bandit(board, f);
     default:
         return send_error(board, SINDYRL_ERR_UNKNOWN_TYPE, f->type, f->seq);
     }

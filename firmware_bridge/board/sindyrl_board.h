@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sindyrl_bandit.h"
 #include "sindyrl_protocol.h"
 
 #ifdef __cplusplus
@@ -29,10 +30,29 @@ typedef struct {
 
 extern const sindyrl_model_desc_t sindyrl_board_model;
 
+/* A policy set: the model's eval runs the arm last passed to select(); the board's EXP3-IX picks the
+ * arm once per episode (EPISODE_END). Defaults used at power-up and by a BANDIT_RESET carrying only a seed. */
+typedef struct {
+    uint32_t n_arms;
+    int (*select)(size_t arm); /* 0, or negative for an arm out of range */
+    float eta;
+    float gamma;
+    float return_low;
+    float return_high;
+    uint32_t seed;
+} sindyrl_policy_set_desc_t;
+
+/* NULL when the firmware serves a single model (the glue from firmware_bridge.build defines it). */
+extern const sindyrl_policy_set_desc_t *const sindyrl_board_policy_set;
+
 typedef struct {
     sindyrl_rx_t rx;
     sindyrl_frame_t frame;
     uint32_t n_errors;
+    sindyrl_bandit_t bandit;     /* used only with a policy set */
+    int bandit_ok;               /* the bandit holds a valid configuration */
+    int last_episode_seq;        /* seq of the EPISODE_END just applied, -1 after any other request */
+    uint32_t last_episode_bits;  /* its payload, so a resend is recognised and not applied twice */
 } sindyrl_board_t;
 
 void sindyrl_board_init(sindyrl_board_t *board);

@@ -28,10 +28,14 @@ typedef enum {
     SINDYRL_MSG_OBS = 0x02,
     SINDYRL_MSG_PING = 0x03,
     SINDYRL_MSG_BENCH = 0x04,
+    SINDYRL_MSG_EPISODE_END = 0x05,  /* policy-set boards only */
+    SINDYRL_MSG_BANDIT_QUERY = 0x06,
+    SINDYRL_MSG_BANDIT_RESET = 0x07,
     SINDYRL_MSG_INFO = 0x81,
     SINDYRL_MSG_ACT = 0x82,
     SINDYRL_MSG_PONG = 0x83,
     SINDYRL_MSG_BENCH_RESULT = 0x84,
+    SINDYRL_MSG_BANDIT_STATE = 0x85,
     SINDYRL_MSG_ERROR = 0x7F
 } sindyrl_msg_t;
 
@@ -46,7 +50,8 @@ typedef enum {
     SINDYRL_ERR_BAD_COBS = 6,
     SINDYRL_ERR_OVERSIZE = 7,
     SINDYRL_ERR_EVAL_FAILED = 8,
-    SINDYRL_ERR_TOO_SHORT = 9
+    SINDYRL_ERR_TOO_SHORT = 9,
+    SINDYRL_ERR_BAD_VALUE = 10
 } sindyrl_err_t;
 
 typedef struct {
