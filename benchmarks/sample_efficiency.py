@@ -315,7 +315,23 @@ def aggregate(trials: list[dict], settings_by_task: dict[str, dict]) -> dict:
                               "note": f"{mf} did not reach the threshold on every seed within its budget"}
             else:
                 ratios[mf] = {"ratio": m / b}
-        out[task] = {"threshold": st["threshold"], "budgets": st["budgets"], "methods": rows, "ratios": ratios,
+        # the same ratio at the return sindyrl itself ended with (a level fixed by this run, not by hand)
+        match = {}
+        if base and base["final_return"][0] is not None:
+            level = base["final_return"][0]
+            b = _ms([steps_to(t["curve"], level) for t in trials if t["task"] == task and t["method"] == "sindy"])
+            for mf in ("ppo", "sac", "nn"):
+                ts = [t for t in trials if t["task"] == task and t["method"] == mf]
+                if not ts or b[0] is None:
+                    continue
+                hit = [steps_to(t["curve"], level) for t in ts]
+                if all(h is not None for h in hit):
+                    match[mf] = {"ratio": float(np.mean(hit)) / b[0]}
+                else:
+                    match[mf] = {"ratio": None, "lower_bound": max(t["real_steps"] for t in ts) / b[0],
+                                 "note": f"{mf} did not reach it on every seed within its budget"}
+            match = {"level": level, "sindy_steps": b[0], "ratios": match}
+        out[task] = {"threshold": st["threshold"], "match": match, "budgets": st["budgets"], "methods": rows, "ratios": ratios,
                      "reference": st.get("reference", "")}
     return out
 
@@ -369,6 +385,15 @@ def markdown_table(agg: dict, settings_by_task: dict, command: str, notes: list[
                 rat.append(f"{METHODS[m]}: n/a ({v['note']})")
         if rat:
             lines += ["", "Real steps to the threshold, relative to sindyrl (same run): " + "; ".join(rat) + "."]
+        mt = a.get("match") or {}
+        if mt.get("ratios"):
+            parts = []
+            for m, v in mt["ratios"].items():
+                parts.append(f"{METHODS[m]}: **{v['ratio']:.1f}×**" if v.get("ratio") is not None else
+                             f"{METHODS[m]}: > {v['lower_bound']:.1f}× (not reached within its budget)")
+            lines += ["", f"Real steps to reach sindyrl's own final return ({mt['level']:.0f}, first reached by "
+                      f"sindyrl after {mt['sindy_steps']:,.0f} real steps), relative to sindyrl: "
+                      + "; ".join(parts) + "."]
         lines += ["", f"Reference points: {a['reference']}. † the method had stopped before this budget (its "
                   "final value is repeated). Steps to threshold are quantised by the evaluation points (Dyna: every "
                   "refit; model-free: every evaluation interval).", ""]
@@ -506,7 +531,7 @@ def _parse() -> Args:
     for f in dataclasses.fields(Args):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             p.add_argument(flag, default=f.default)
     return Args(**vars(p.parse_args()))
