@@ -16,11 +16,33 @@ def cmd_hil(args: argparse.Namespace) -> int:
     from .hil import run_hil
 
     run = Run.open(args.run)
+    if args.policy_set is not None:
+        return _policy_set_hil(run, args)
     report = run_hil(
         run, board=args.board, policy=args.policy, episodes=args.episodes, seed=args.seed,
         timeout=args.timeout, retries=args.retries,
     )
     return 0 if report.protocol_errors == 0 else 1
+
+
+def _policy_set_hil(run, args: argparse.Namespace) -> int:
+    from .policy_set import PolicySetConfig, load_policy_set, robust_return_bounds, run_policy_set_hil
+
+    if args.board not in ("host", "qemu"):
+        raise ValueError(f"--policy-set runs on --board host or qemu, not {args.board}")
+    policies = load_policy_set(args.policy_set)
+    bounds = tuple(args.return_bounds) if args.return_bounds else robust_return_bounds(run.path)
+    if bounds is None:
+        raise ValueError("--policy-set needs --return-bounds LOW HIGH (no robust/adaptation.json in the run)")
+    seed = int(run.config.seed) if args.seed is None else int(args.seed)
+    config = PolicySetConfig(len(policies), bounds, horizon=max(args.episodes, 1), seed=seed)
+    out = run_policy_set_hil(policies, lambda: run.make_env(), config, board=args.board,
+                             work_dir=run.firmware_dir, episodes=args.episodes, seed=seed,
+                             timeout=args.timeout, retries=args.retries)
+    for k, v in out.items():
+        print(f"  {k:38s} {v}")
+    run.update_summary(out)
+    return 0 if out["hil_policy_set_protocol_errors"] == 0 and out["hil_policy_set_python_replay_agrees"] else 1
 
 
 def cmd_board_serve(args: argparse.Namespace) -> int:
@@ -49,6 +71,11 @@ def register(subparsers) -> None:
     h.add_argument("--seed", type=int, default=None, help="first reset seed (default: the run's seed)")
     h.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default: 2)")
     h.add_argument("--retries", type=int, default=2, help="resends of an unanswered request (default: 2)")
+    h.add_argument("--policy-set", default=None, metavar="DIR",
+                   help="put every SparseModel *.json in DIR on the board as one policy set; the board picks "
+                        "each episode's policy with EXP3-IX and the host reports the returns (host/qemu boards)")
+    h.add_argument("--return-bounds", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="with --policy-set: returns mapped to [0, 1] (default: the robust stage's bounds)")
     h.set_defaults(func=cmd_hil)
 
     b = subparsers.add_parser("board", help="edge board tools")

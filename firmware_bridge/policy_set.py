@@ -21,7 +21,10 @@ policies and a bandit that picks one per episode. Here that runs on the board:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,10 @@ from .codegen import GeneratedC, _check_name, _f32, _safe_action, _write_header,
 from .link import BoardLink, BoardLinkError
 from .protocol import MAX_ARMS, BanditState
 
-__all__ = ["PolicySetConfig", "generate_policy_set_c", "BoardEXP3IX", "policy_set_hil_episodes", "ZERO_SEED"]
+__all__ = [
+    "PolicySetConfig", "generate_policy_set_c", "BoardEXP3IX", "policy_set_hil_episodes", "ZERO_SEED",
+    "load_policy_set", "robust_return_bounds", "run_policy_set_hil",
+]
 
 #: xorshift32 has no zero state; seed 0 starts from this (``SINDYRL_BANDIT_ZERO_SEED``).
 ZERO_SEED = 0x6D2B79F5
@@ -352,3 +358,112 @@ def policy_set_hil_episodes(
     finally:
         env.close()
     return {"returns": returns, "lengths": lengths, "arms": arms, "states": states, "max_action_diff": max_diff}
+
+
+def load_policy_set(directory: str | os.PathLike) -> list[SparseModel]:
+    """The SparseModel ``*.json`` files of ``directory``, in name order (one arm each).
+
+    The robust stage writes its policies as SB3 ``*.zip`` agents; those are
+    neural and cannot go into a sparse policy set (distil them first), which
+    the error says.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise ValueError(f"policy set: {d} is not a directory")
+    files = sorted(d.glob("*.json"))
+    if not files:
+        zips = sorted(p.name for p in d.glob("*.zip"))
+        hint = (f" (it holds SB3 agents {zips[:4]}: the robust stage's policies are neural; distil each into a "
+                "SparseModel and save it as JSON)") if zips else ""
+        raise ValueError(f"policy set: no SparseModel *.json files in {d}{hint}")
+    out = []
+    for f in files:
+        try:
+            out.append(SparseModel.from_json(f))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"policy set: {f} is not a SparseModel JSON file ({e})") from None
+    return out
+
+
+def robust_return_bounds(run_path: str | os.PathLike) -> tuple[float, float] | None:
+    """The return bounds the robust stage normalised with (``robust/adaptation.json``), if it ran."""
+    path = Path(run_path) / "robust" / "adaptation.json"
+    if not path.is_file():
+        return None
+    rep = json.loads(path.read_text())
+    b = rep.get("options", {}).get("return_bounds")
+    if b:
+        return float(b[0]), float(b[1])
+    return float(rep["random_return"]), float(np.max(rep["payoff"]["values"]))
+
+
+def run_policy_set_hil(
+    policies: Sequence[SparseModel],
+    make_env: Callable[[], Any],
+    config: PolicySetConfig,
+    board: str = "host",
+    work_dir: str | os.PathLike | None = None,
+    episodes: int = 5,
+    seed: int = 0,
+    max_steps: int | None = None,
+    timeout: float = 2.0,
+    retries: int = 2,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Build a policy-set firmware, start the board and play ``episodes`` closed-loop episodes.
+
+    The board picks each episode's policy with EXP3-IX (reset to
+    ``config.seed``); the host reports every return. The board's choices and
+    probabilities are replayed with :class:`BoardEXP3IX` and must agree.
+
+    Returns
+    -------
+    dict
+        ``hil_policy_set_*`` keys for ``summary.json``: board, arms, returns,
+        arm per episode, final probabilities, max action difference against
+        the chosen policy in Python, protocol errors, flash/RAM, and whether
+        the Python replay agreed.
+    """
+    from .boards import HostBoard, QemuBoard
+    from .build import build_firmware, missing_tools
+
+    if board not in ("host", "qemu"):
+        raise ValueError(f"policy-set HIL runs on the host or qemu board, got {board!r}")
+    target = "host" if board == "host" else "mps2-an386"
+    missing = missing_tools(target, with_qemu=board == "qemu")
+    if missing:
+        raise RuntimeError(f"--board {board} needs {', '.join(missing)}")
+    tmp = tempfile.TemporaryDirectory(prefix="sindyrl-pset-") if work_dir is None else None
+    wd = Path(tmp.name if tmp is not None else work_dir)
+    try:
+        gen = generate_policy_set_c(policies, "policy_set", wd / "policy_set", config)
+        echo(f"building a {config.n_arms}-policy firmware for {target} in {wd}")
+        fw = build_firmware(gen, target)
+        runner = HostBoard(fw.path) if board == "host" else QemuBoard(fw.path)
+        with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
+            info = link.hello()
+            if info.model_hash != gen.model_hash:
+                raise BoardLinkError(f"board runs {info.model_hash}, expected the policy set {gen.model_hash}")
+            link.bandit_reset(config.seed)
+            res = policy_set_hil_episodes(link, make_env, policies, episodes, seed, max_steps)
+            errors = link.stats.protocol_errors
+        ref = BoardEXP3IX.from_config(config)
+        agree = True
+        for arm, ret, st in zip(res["arms"], res["returns"], res["states"]):
+            agree &= arm == ref.arm
+            ref.episode_end(ret)
+            agree &= st.arm == ref.arm and bool(np.allclose(st.probabilities, ref.probabilities(), rtol=1e-5,
+                                                            atol=1e-6))
+        return {
+            "hil_policy_set_board": board, "hil_policy_set_arms": config.n_arms,
+            "hil_policy_set_hash": gen.model_hash, "hil_policy_set_returns": [float(v) for v in res["returns"]],
+            "hil_policy_set_return_mean": float(np.mean(res["returns"])),
+            "hil_policy_set_chosen_arms": [int(a) for a in res["arms"]],
+            "hil_policy_set_probabilities": [float(v) for v in res["states"][-1].probabilities],
+            "hil_policy_set_max_action_diff": res["max_action_diff"], "hil_policy_set_protocol_errors": int(errors),
+            "hil_policy_set_python_replay_agrees": bool(agree),
+            "hil_policy_set_flash_bytes": fw.flash, "hil_policy_set_ram_bytes": fw.ram,
+        }
+    finally:
+        if tmp is not None:
+            tmp.cleanup()

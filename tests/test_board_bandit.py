@@ -25,6 +25,7 @@ from firmware_bridge.policy_set import (
     BoardEXP3IX,
     PolicySetConfig,
     generate_policy_set_c,
+    load_policy_set,
     policy_set_hil_episodes,
 )
 from firmware_bridge.protocol import (
@@ -296,3 +297,29 @@ def test_host_policy_set_closed_loop_on_pendulum(tmp_path):
     fw = build(tmp_path, "host", pols, config)
     res = _closed_loop(HostBoard, fw.path, pols, config, episodes=3)
     assert len(res["returns"]) == 3
+
+
+def test_hil_cli_with_a_policy_set_directory(tmp_path, capsys):
+    need_tools("host")
+    from sindyrl.cli import main
+    from sindyrl.config import config_from_dict
+    from sindyrl.runs import Run
+
+    run = Run.create(config_from_dict({"env": {"id": "Pendulum-v1"}, "seed": 3}), root=tmp_path, name="pend")
+    d = tmp_path / "set"
+    swing_policy().to_json(d / "0_swing.json")
+    damping_policy().to_json(d / "1_damp.json")
+    assert [p.name for p in load_policy_set(d)] == ["swing", "damp"]
+    assert main(["hil", str(run.path), "--policy-set", str(d)]) != 0
+    assert "--return-bounds" in capsys.readouterr().err
+    assert main(["hil", str(run.path), "--policy-set", str(d), "--return-bounds", "-1600", "0",
+                 "--episodes", "3"]) == 0
+    s = run.read_summary()
+    assert s["hil_policy_set_arms"] == 2 and len(s["hil_policy_set_returns"]) == 3
+    assert s["hil_policy_set_python_replay_agrees"] is True and s["hil_policy_set_protocol_errors"] == 0
+    assert s["hil_policy_set_max_action_diff"] < 1e-5
+    assert sum(s["hil_policy_set_probabilities"]) == pytest.approx(1.0, abs=1e-6)
+    (tmp_path / "zips").mkdir()
+    (tmp_path / "zips" / "natural.zip").write_bytes(b"PK")
+    with pytest.raises(ValueError, match="neural"):
+        load_policy_set(tmp_path / "zips")
