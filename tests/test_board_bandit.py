@@ -323,3 +323,24 @@ def test_hil_cli_with_a_policy_set_directory(tmp_path, capsys):
     (tmp_path / "zips" / "natural.zip").write_bytes(b"PK")
     with pytest.raises(ValueError, match="neural"):
         load_policy_set(tmp_path / "zips")
+
+
+def test_policy_set_board_under_sanitizers_survives_random_bandit_frames(tmp_path):
+    """Valid frames of the new types with random payloads and random lengths: ERROR or a sane state, no UB."""
+    need_tools("host")
+    fw = build_firmware(generate_policy_set_c(policies(), "pset", tmp_path / "c", CONFIG), "host", sanitize=True)
+    rng = np.random.default_rng(8)
+    with HostBoard(fw.path) as board, BoardLink(board.url, timeout=2.0) as link:
+        for _ in range(300):
+            t = int(rng.choice([MsgType.EPISODE_END, MsgType.BANDIT_QUERY, MsgType.BANDIT_RESET]))
+            n = int(rng.choice([0, 4, 20, int(rng.integers(0, 253))]))
+            payload = bytes(rng.integers(0, 256, n, dtype=np.uint8))
+            try:
+                s = unpack_bandit_state(link.request(t, payload).payload)
+            except BoardErrorReply as e:
+                assert e.reply.code in (ErrorCode.BAD_LENGTH, ErrorCode.NONFINITE, ErrorCode.BAD_VALUE)
+                continue
+            assert s.n_arms == 3 and 0 <= s.arm < 3
+            assert np.all(np.isfinite(s.probabilities)) and abs(float(s.probabilities.sum()) - 1) < 1e-5
+        s = link.bandit_reset(5)
+        assert s.episodes == 0 and board.alive()
