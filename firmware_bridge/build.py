@@ -192,6 +192,7 @@ def build_shared_library(gen: GeneratedC, out_dir: str | os.PathLike | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / f"lib{gen.name}.so"
     cmd = ["gcc", *STRICT_CFLAGS, "-O2", "-shared", "-fPIC", f"-I{gen.header.parent}",
-           *[f"-isystem{d}" for d in gen.include_dirs], str(gen.source), "-lm", "-o", str(lib)]
+           *[f"-isystem{d}" for d in gen.include_dirs], str(gen.source), *map(str, gen.extra_sources), "-lm", "-o",
+           str(lib)]
     _run(cmd, f"building the shared library for {gen.name}")
     return lib

@@ -344,3 +344,27 @@ def test_policy_set_board_under_sanitizers_survives_random_bandit_frames(tmp_pat
             assert np.all(np.isfinite(s.probabilities)) and abs(float(s.probabilities.sum()) - 1) < 1e-5
         s = link.bandit_reset(5)
         assert s.episodes == 0 and board.alive()
+
+
+def test_policy_set_c_selects_and_evaluates_each_arm(tmp_path):
+    """The generated set file alone (ctypes): select(arm) switches the policy eval runs; bad arms are refused."""
+    import ctypes
+
+    from firmware_bridge.build import build_shared_library
+
+    need_tools("host")
+    pols = policies()
+    gen = generate_policy_set_c(pols, "pset", tmp_path, CONFIG)
+    lib = ctypes.CDLL(str(build_shared_library(gen, tmp_path / "lib")))
+    lib.sindyrl_pset_select.argtypes = [ctypes.c_size_t]
+    lib.sindyrl_pset_selected.restype = ctypes.c_size_t
+    fp = ctypes.POINTER(ctypes.c_float)
+    lib.sindyrl_pset_eval.argtypes = [fp, ctypes.c_size_t, fp, ctypes.c_size_t]
+    X = np.random.default_rng(2).uniform([-1, -1, -8], [1, 1, 8], size=(10, 3)).astype(np.float32)
+    for arm in (2, 0, 1):
+        assert lib.sindyrl_pset_select(arm) == 0 and lib.sindyrl_pset_selected() == arm
+        for x in X:
+            y = np.zeros(1, np.float32)
+            assert lib.sindyrl_pset_eval(x.ctypes.data_as(fp), 3, y.ctypes.data_as(fp), 1) == 0
+            np.testing.assert_allclose(y, pols[arm].evaluate(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    assert lib.sindyrl_pset_select(3) != 0 and lib.sindyrl_pset_selected() == 1
