@@ -171,6 +171,8 @@ def run_dyna(task: str, method: str, seed: int, settings: dict, args: Args) -> d
     root = Path(args.runs_dir) / task
     path = root / f"{method}-s{seed}"
     run = Run.open(path) if (path / "config.yaml").is_file() else Run.create(cfg, root=root, name=path.name)
+    # distillation settings are the benchmark's, also for a run directory made by an earlier version of it
+    run.config.distill = cfg.distill
     t0 = time.time()
     summary = Dyna(run.config, run, echo=lambda *a: print(f"  [{task}/{method}/s{seed}]", *a, flush=True),
                    progress_bar=False).run()
@@ -199,6 +201,7 @@ def run_dyna(task: str, method: str, seed: int, settings: dict, args: Args) -> d
             out.update({k: d[k] for k in ("neural_policy_params", "sparse_policy_nnz", "neural_policy_return_mean",
                                           "sparse_policy_return_mean", "sparse_policy_return_std")})
             out["distill_seconds"] = time.time() - t1
+            out["distill_settings"] = dataclasses.asdict(cfg.distill)
     return out
 
 
@@ -315,10 +318,11 @@ def aggregate(trials: list[dict], settings_by_task: dict[str, dict]) -> dict:
                               "note": f"{mf} did not reach the threshold on every seed within its budget"}
             else:
                 ratios[mf] = {"ratio": m / b}
-        # the same ratio at the return sindyrl itself ended with (a level fixed by this run, not by hand)
+        # the same ratio at the return every sindyrl seed ended at or above (a level fixed by this run, not by hand)
         match = {}
-        if base and base["final_return"][0] is not None:
-            level = base["final_return"][0]
+        finals = [t["final_return"] for t in trials if t["task"] == task and t["method"] == "sindy"]
+        if base and finals:
+            level = min(finals)
             b = _ms([steps_to(t["curve"], level) for t in trials if t["task"] == task and t["method"] == "sindy"])
             for mf in ("ppo", "sac", "nn"):
                 ts = [t for t in trials if t["task"] == task and t["method"] == mf]
@@ -391,8 +395,9 @@ def markdown_table(agg: dict, settings_by_task: dict, command: str, notes: list[
             for m, v in mt["ratios"].items():
                 parts.append(f"{METHODS[m]}: **{v['ratio']:.1f}×**" if v.get("ratio") is not None else
                              f"{METHODS[m]}: > {v['lower_bound']:.1f}× (not reached within its budget)")
-            lines += ["", f"Real steps to reach sindyrl's own final return ({mt['level']:.0f}, first reached by "
-                      f"sindyrl after {mt['sindy_steps']:,.0f} real steps), relative to sindyrl: "
+            lines += ["", f"Real steps to reach the lowest final return of the sindyrl seeds ({mt['level']:.0f}; "
+                      f"sindyrl first reached it after {mt['sindy_steps']:,.0f} real steps, seed mean), relative to "
+                      "sindyrl: "
                       + "; ".join(parts) + "."]
         lines += ["", f"Reference points: {a['reference']}. † the method had stopped before this budget (its "
                   "final value is repeated). Steps to threshold are quantised by the evaluation points (Dyna: every "
@@ -511,7 +516,7 @@ def main(args: Args) -> dict:
     import torch
 
     cmd = "python benchmarks/sample_efficiency.py" + (" --quick" if args.quick else "") + (
-        f" --tasks {args.tasks}" if args.tasks != Args.tasks else "")
+        f" --tasks {args.tasks}" if args.tasks != Args.tasks else "") + (f" --seeds {args.seeds}" if args.seeds else "")
     notes = [f"{platform.machine()}, 2 shared cores, torch {torch.__version__}, SB3 {stable_baselines3.__version__};"
              " one thread per process, trials run one after another."]
     result = {"args": dataclasses.asdict(args), "settings": settings, "trials": trials, "aggregate": agg,

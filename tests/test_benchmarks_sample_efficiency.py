@@ -60,7 +60,7 @@ def test_aggregation_steps_to_threshold_and_ratios():
     assert agg["methods"]["sac"]["at_budget"]["1000"][0] == -800
     assert agg["ratios"]["sac"]["ratio"] == pytest.approx(4.0)
     assert agg["ratios"]["ppo"]["ratio"] is None and agg["ratios"]["ppo"]["lower_bound"] == pytest.approx(6.0)
-    # the level sindyrl ended at (-150): sindyrl first reached it at 1,000, SAC at 5,000, PPO never
+    # the lowest final return of the sindyrl seeds (-150): sindyrl first reached it at 1,000, SAC at 5,000, PPO never
     assert agg["match"]["level"] == -150 and agg["match"]["sindy_steps"] == 1000
     assert agg["match"]["ratios"]["sac"]["ratio"] == pytest.approx(5.0)
     assert agg["match"]["ratios"]["ppo"]["lower_bound"] == pytest.approx(6.0)
