@@ -75,6 +75,13 @@ def run_pipeline(cfg: Config, run: Run, skip: list[str] | None = None, echo: Cal
     skip = set(skip or []) | set(cfg.skip)
     if "robust" not in cfg.stages:
         skip.add("robust")  # minutes of attacker/policy training: opt in with a stages.robust section
+    if cfg.dynamics.model != "sindy":
+        # the later stages read the sparse dynamics model (models/dynamics.json), which a neural ensemble lacks
+        nn_skip = {"distill", "export", "control", "hil", "robust"} - skip
+        if nn_skip:
+            echo(f"dynamics.model is {cfg.dynamics.model!r}: no sparse dynamics model, so stages "
+                 f"{', '.join(s for s in STAGES if s in nn_skip)} are skipped")
+        skip |= nn_skip
     unknown = skip - set(STAGES)
     if unknown:
         raise ValueError(f"skip: unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")

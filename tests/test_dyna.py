@@ -101,3 +101,17 @@ def test_custom_module_class_env_and_module_function_reward(tmp_path):
     np.testing.assert_allclose(m.evaluate(np.array([[0.3, -0.5, 0.7]])), [[0.3 - 0.05, -0.06 - 0.475 + 0.07]],
                                atol=1e-8)
     assert m.nnz == 5
+
+
+def test_pipeline_with_nn_dynamics_skips_the_sparse_stages(tmp_path):
+    from sindyrl.pipeline import run_pipeline
+
+    data = dict(TINY, dyna={"iterations": 1, "eval_episodes": 1, "final_eval_episodes": 1},
+                dynamics={"model": "nn", "nn": {"epochs": 5}})
+    cfg = config_from_dict(data)
+    run = Run.create(cfg, root=tmp_path, name="nn")
+    lines = []
+    summary = run_pipeline(cfg, run, echo=lines.append, progress_bar=False)
+    assert any("stages distill, export, control, hil" in str(x) for x in lines)
+    assert "eval_return_mean" in summary and (run.path / "report.html").is_file()
+    assert not run.model_path("policy").is_file()
