@@ -220,6 +220,7 @@ class Dyna:
                 self._collect(buffer, cfg.collect.steps_per_iteration, act, seed + 100 * (it + 1), None)
                 real_collect = len(buffer)
             # ---- checkpoint (data first, then agent, then state: a crash in between is harmless)
+            run.agent_path.parent.mkdir(parents=True, exist_ok=True)
             agent.save(run.agent_path)
             if best is None or returns.mean() > best:
                 best = float(returns.mean())
