@@ -69,6 +69,16 @@ def build_surrogate(cfg: Config, dynamics, reward, buffer: TransitionBuffer, spe
     )
 
 
+def _save_agent(agent, path) -> None:
+    """SB3 writes its zip in place; write a temporary file and rename it, so a crash never leaves half a zip."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.zip")
+    agent.save(tmp)
+    os.replace(tmp, path)
+
+
 class _Progress:
     """SB3 callback printing surrogate training progress (one line, updated in place)."""
 
@@ -220,11 +230,10 @@ class Dyna:
                 self._collect(buffer, cfg.collect.steps_per_iteration, act, seed + 100 * (it + 1), None)
                 real_collect = len(buffer)
             # ---- checkpoint (data first, then agent, then state: a crash in between is harmless)
-            run.agent_path.parent.mkdir(parents=True, exist_ok=True)
-            agent.save(run.agent_path)
+            _save_agent(agent, run.agent_path)
             if best is None or returns.mean() > best:
                 best = float(returns.mean())
-                agent.save(run.path / "agent" / "best.zip")
+                _save_agent(agent, run.path / "agent" / "best.zip")
             row = {
                 "iteration": it + 1, "real_steps_fit": n_fit, "real_steps_collect": real_collect, "real_steps_eval": real_eval,
                 "surrogate_steps": surrogate_steps, "eval_return_mean": float(returns.mean()),
