@@ -136,7 +136,7 @@ def _fit_grid(X, Y, obs_names, action_names, low, high, cfg: DistillConfig, max_
         for alpha in cfg.alphas:
             m, _ = fit_sparse_regression(X[tr], None, Y[tr], lib, obs_names, action_names, thr, alpha, cfg.n_models,
                                          seed, name="policy")
-            m = m.with_coef(m.coef, output_bounds=(low, high))
+            m = m.with_coef(m.coef, output_bounds=(low, high), input_bounds=(X.min(axis=0), X.max(axis=0)))
             err = float(np.mean((m.evaluate(X[val]) - np.clip(Y[val], low, high)) ** 2))
             cand = _Fit(m, err, thr, alpha)
             if max_nnz is None or m.nnz <= max_nnz:

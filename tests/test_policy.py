@@ -35,6 +35,8 @@ def test_distilling_a_known_polynomial_controller_recovers_its_terms():
     assert len(hist) == 2 and hist[1]["n_states"] > hist[0]["n_states"]  # DAgger added visited states
     X = np.random.default_rng(0).normal(size=(50, 3)) * 3
     np.testing.assert_allclose(pol.act(X), np.clip(teacher(X), -2, 2), atol=1e-6)
+    lo, hi = pol.model.input_bounds  # the region it was fitted on travels with it (export parity sampling)
+    assert np.all(lo < hi) and lo[0] >= -1.0 - 1e-9 and hi[0] <= 1.0 + 1e-9
 
 
 def test_act_matches_sparse_model_single_and_batch():
