@@ -33,6 +33,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 from controllers import MPC, CompiledMPC, QuadraticCost  # noqa: E402
+from sindyrl.data import collect  # noqa: E402
 from sindyrl.sparse import SparseModel  # noqa: E402
 
 OBS = ["cos_th", "sin_th", "th_dot"]
@@ -70,21 +71,11 @@ def parse_args() -> Args:
 
 
 def fit_dynamics(n_episodes: int, seed: int) -> SparseModel:
-    env = gym.make("Pendulum-v1")
-    rng = np.random.default_rng(seed)
-    X, U, Xn = [], [], []
-    for ep in range(n_episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        for _ in range(200):
-            u = rng.uniform(-2.0, 2.0, size=1)
-            nxt, *_ = env.step(u.astype(np.float32))
-            X.append(obs)
-            U.append(u)
-            Xn.append(nxt)
-            obs = nxt
+    """Cubic SINDy model of Pendulum-v1 from ``n_episodes`` random-action episodes of 200 steps."""
+    buf = collect(gym.make("Pendulum-v1"), 200 * n_episodes, seed=seed)
     fitted = ps.DiscreteSINDy(
         optimizer=ps.STLSQ(threshold=1e-3, alpha=1e-6), feature_library=ps.PolynomialLibrary(degree=3)
-    ).fit(np.asarray(X, float), t=1, x_next=np.asarray(Xn, float), u=np.asarray(U, float), feature_names=OBS + ["u"])
+    ).fit(buf.obs, t=1, x_next=buf.next_obs, u=buf.actions, feature_names=OBS + ["u"])
     return SparseModel.from_pysindy(fitted, inputs=OBS + ["u"], outputs=OBS, unit_pairs=[(0, 1)], name="dynamics")
 
 

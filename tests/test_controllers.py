@@ -23,6 +23,7 @@ from controllers import (
     casadi_function,
     find_equilibrium,
 )
+from sindyrl.data import collect
 from sindyrl.evaluation import evaluate_policy
 from sindyrl.sparse import SparseModel
 
@@ -32,21 +33,9 @@ TARGET = [1.0, 0.0, 0.0]
 
 
 def fit_pendulum_dynamics(n_episodes: int = 15, seed: int = 0) -> SparseModel:
-    """Fit x[k+1] = f(x[k], u[k]) on random-action Pendulum-v1 transitions."""
-    env = gym.make("Pendulum-v1")
-    rng = np.random.default_rng(seed)
-    X, U, Xn = [], [], []
-    for ep in range(n_episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        for _ in range(200):
-            u = rng.uniform(-2.0, 2.0, size=1)
-            nxt, *_ = env.step(u.astype(np.float32))
-            X.append(obs)
-            U.append(u)
-            Xn.append(nxt)
-            obs = nxt
-    env.close()
-    return fit_dynamics(X, U, Xn)
+    """Fit x[k+1] = f(x[k], u[k]) on random-action Pendulum-v1 transitions (episodes of 200 steps)."""
+    buf = collect(gym.make("Pendulum-v1"), 200 * n_episodes, seed=seed)
+    return fit_dynamics(buf.obs, buf.actions, buf.next_obs)
 
 
 def fit_dynamics(X, U, Xn) -> SparseModel:
