@@ -109,37 +109,40 @@ class HilReport:
         return "\n".join(lines)
 
 
-def hil_episodes(
+def board_episodes(
     link: BoardLink,
     make_env: Callable[[], Any],
-    reference_act: Callable[[np.ndarray], np.ndarray],
-    n_episodes: int = 5,
+    reference: Callable[[int], Callable[[np.ndarray], np.ndarray]],
+    n_episodes: int,
     seed: int = 0,
     max_steps: int | None = None,
+    on_episode_end: Callable[[int, float], None] | None = None,
+    label: Callable[[int], str] = lambda i: f"HIL episode {i}",
 ) -> dict:
-    """Closed-loop episodes with the board's actions; episode ``i`` starts from ``reset(seed=seed + i)``.
+    """The closed loop every HIL test shares: the env steps with the board's actions.
 
-    Actions are clipped to the action space and cast to its dtype exactly as
-    :func:`sindyrl.evaluation.evaluate_policy` does, so the returns compare
-    with the Python policy's. Raises :class:`BoardLinkError` (naming the
-    episode and step) when the board stops answering.
+    Episode ``i`` starts from ``reset(seed=seed + i)``; ``reference(i)`` is the
+    Python policy the board's actions are compared with during that episode
+    and ``on_episode_end(i, return)`` runs after it. Actions are clipped to the
+    action space and cast to its dtype exactly as
+    :func:`sindyrl.evaluation.evaluate_policy` does, so the returns compare with
+    the Python policy's. Raises :class:`BoardLinkError` (naming ``label(i)`` and
+    the step) when the board stops answering.
     """
-    if n_episodes < 1:
-        raise ValueError(f"hil_episodes: n_episodes must be >= 1, got {n_episodes}")
     env = make_env()
     low, high = env.action_space.low, env.action_space.high
     returns, lengths, max_diff = [], [], 0.0
     try:
         for i in range(n_episodes):
+            act_ref = reference(i)
             obs, _ = env.reset(seed=seed + i)
             total, t, done = 0.0, 0, False
             while not done:
                 try:
                     a_board = link.act(obs)
                 except BoardLinkError as e:
-                    raise BoardLinkError(f"HIL episode {i}, step {t}: {e}") from None
-                a_ref = np.asarray(reference_act(np.asarray(obs)), dtype=np.float64).reshape(low.shape)
-                a_ref = np.clip(a_ref, low, high)
+                    raise BoardLinkError(f"{label(i)}, step {t}: {e}") from None
+                a_ref = np.clip(np.asarray(act_ref(np.asarray(obs)), dtype=np.float64).reshape(low.shape), low, high)
                 a = np.clip(np.asarray(a_board, dtype=np.float64).reshape(low.shape), low, high)
                 max_diff = max(max_diff, float(np.max(np.abs(a - a_ref))))
                 obs, r, term, trunc, _ = env.step(a.astype(env.action_space.dtype))
@@ -148,9 +151,28 @@ def hil_episodes(
                 done = term or trunc or (max_steps is not None and t >= max_steps)
             returns.append(total)
             lengths.append(t)
+            if on_episode_end is not None:
+                on_episode_end(i, total)
     finally:
         env.close()
     return {"returns": returns, "lengths": lengths, "max_action_diff": max_diff}
+
+
+def hil_episodes(
+    link: BoardLink,
+    make_env: Callable[[], Any],
+    reference_act: Callable[[np.ndarray], np.ndarray],
+    n_episodes: int = 5,
+    seed: int = 0,
+    max_steps: int | None = None,
+) -> dict:
+    """Closed-loop episodes with the board's actions, compared with ``reference_act`` (see :func:`board_episodes`).
+
+    Returns ``returns``, ``lengths`` and ``max_action_diff``.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"hil_episodes: n_episodes must be >= 1, got {n_episodes}")
+    return board_episodes(link, make_env, lambda i: reference_act, n_episodes, seed=seed, max_steps=max_steps)
 
 
 def _reference_returns(act, make_env, n_episodes: int, seed: int, max_steps: int | None) -> list[float]:

@@ -35,6 +35,7 @@ import numpy as np
 from sindyrl.sparse import SparseModel
 
 from .codegen import GeneratedC, _check_name, _f32, _safe_action, _write_header, generate_sparse_c
+from .hil import board_episodes
 from .link import BoardLink, BoardLinkError
 from .protocol import MAX_ARMS, BanditState
 
@@ -325,39 +326,20 @@ def policy_set_hil_episodes(
     state = link.bandit_state()
     if state.n_arms != len(policies):
         raise ValueError(f"policy_set_hil_episodes: the board has {state.n_arms} arms, {len(policies)} policies given")
-    env = make_env()
-    low, high = env.action_space.low, env.action_space.high
-    returns: list[float] = []
-    lengths: list[int] = []
     arms: list[int] = []
     states: list[BanditState] = []
-    max_diff = 0.0
-    try:
-        for i in range(n_episodes):
-            arm = state.arm
-            obs, _ = env.reset(seed=seed + i)
-            total, t, done = 0.0, 0, False
-            while not done:
-                try:
-                    a_board = link.act(obs)
-                except BoardLinkError as e:
-                    raise BoardLinkError(f"policy-set HIL episode {i} (arm {arm}), step {t}: {e}") from None
-                a_ref = np.clip(np.asarray(policies[arm].evaluate(np.asarray(obs)), np.float64).reshape(low.shape),
-                                low, high)
-                a = np.clip(np.asarray(a_board, dtype=np.float64).reshape(low.shape), low, high)
-                max_diff = max(max_diff, float(np.max(np.abs(a - a_ref))))
-                obs, r, term, trunc, _ = env.step(a.astype(env.action_space.dtype))
-                total += float(r)
-                t += 1
-                done = term or trunc or (max_steps is not None and t >= max_steps)
-            state = link.episode_end(total)
-            returns.append(total)
-            lengths.append(t)
-            arms.append(arm)
-            states.append(state)
-    finally:
-        env.close()
-    return {"returns": returns, "lengths": lengths, "arms": arms, "states": states, "max_action_diff": max_diff}
+
+    def reference(i: int):
+        arm = (states[-1] if states else state).arm
+        arms.append(arm)
+        return policies[arm].evaluate
+
+    def report(i: int, episode_return: float) -> None:
+        states.append(link.episode_end(episode_return))
+
+    out = board_episodes(link, make_env, reference, n_episodes, seed=seed, max_steps=max_steps,
+                         on_episode_end=report, label=lambda i: f"policy-set HIL episode {i} (arm {arms[i]})")
+    return {**out, "arms": arms, "states": states}
 
 
 def load_policy_set(directory: str | os.PathLike) -> list[SparseModel]:
