@@ -10,7 +10,7 @@ Outputs: ``results/sample_efficiency.json`` (every trial and the aggregates), on
 under ``results/sample_efficiency/`` (reused on a restart), ``results/sample_efficiency.png``
 (return vs real steps, log x) and, with ``--write-docs``, the table in docs/benchmarks.md.
 
-    python benchmarks/sample_efficiency.py --write-docs            # the scaled benchmark (hours on 2 cores)
+    python benchmarks/sample_efficiency.py --jobs 2 --write-docs   # the scaled benchmark (~1-2 hours on 2 cores)
     python benchmarks/sample_efficiency.py --quick --out-dir /tmp/se   # a smoke test, Pendulum only
 """
 
@@ -52,6 +52,8 @@ class Args:
     """ignore stored per-trial results (default: reuse them, so a restart only runs what is missing)"""
     deadline: str = ""
     """UTC time HH:MM after which no new trial is started (the table marks the rest as not measured)"""
+    jobs: int = 1
+    """trials run side by side in this many processes (one thread each); 1 runs them one after another"""
 
 
 #: Per task: config, threshold, fixed real-step budgets, scaled Dyna overrides, model-free settings.
@@ -71,18 +73,20 @@ TASKS: dict[str, dict] = {
     },
     "cartpole_swingup": {
         "config": "examples/configs/cartpole_swingup.yaml", "env_id": "dm_control/cartpole-swingup-v0",
-        "threshold": 600.0, "seeds": 1,
-        "budgets": [10_000, 20_000, 50_000],
+        "threshold": 600.0, "seeds": 3,
+        "budgets": [10_000, 20_000, 50_000, 100_000, 1_000_000],
         "eval_episodes": 1, "final_eval_episodes": 3,
-        "dyna": {"dyna.iterations": 5, "agent.initial_steps": 100_000, "agent.steps_per_iteration": 40_000},
+        # the config's own surrogate budget (200k, then 40k per 500 real steps); 26 refits = 20,500 real steps
+        "dyna": {"dyna.iterations": 26, "agent.initial_steps": 200_000, "agent.steps_per_iteration": 40_000},
         "nn": {"epochs": 60, "patience": 8},
-        "ppo": {"steps": 50_000, "eval_every": 10_000, "n_envs": 4, "kwargs": {"n_steps": 1000, "batch_size": 250}},
-        "sac": {"steps": 20_000, "eval_every": 5_000, "kwargs": {"learning_starts": 1000}},
+        "ppo": {"steps": 1_000_000, "eval_every": 50_000, "n_envs": 4,
+                "kwargs": {"n_steps": 1000, "batch_size": 250}},
+        "sac": {"steps": 80_000, "eval_every": 5_000, "kwargs": {"learning_starts": 1000}},
         "reference": "paper: SINDy-RL curves span 8e4 real steps vs 5e6 for PPO; state SAC 835 +- 22 at 100k "
                      "env steps (CURL table)",
     },
     "swimmer": {
-        "config": "examples/configs/swimmer.yaml", "env_id": "Swimmer-v5", "threshold": 100.0, "seeds": 1,
+        "config": "examples/configs/swimmer.yaml", "env_id": "Swimmer-v5", "threshold": 100.0, "seeds": 3,
         "budgets": [15_000, 30_000, 50_000],
         "eval_episodes": 1, "final_eval_episodes": 3,
         "dyna": {"dyna.iterations": 4, "agent.initial_steps": 100_000, "agent.steps_per_iteration": 40_000,
@@ -143,8 +147,8 @@ def task_settings(task: str, quick: bool) -> dict:
     return s
 
 
-#: distillation scaled for the benchmark (the config default makes 4 passes of 50 rollouts)
-DISTILL = {"distill.passes": 2, "distill.n_rollouts": 20, "distill.eval_episodes": 10}
+#: distillation scaled for the benchmark: 2 DAgger passes of the config default 4 (50 surrogate rollouts each)
+DISTILL = {"distill.passes": 2, "distill.eval_episodes": 10}
 
 
 def dyna_config(task: str, method: str, seed: int, settings: dict):
@@ -195,13 +199,15 @@ def run_dyna(task: str, method: str, seed: int, settings: dict, args: Args) -> d
 
             t1 = time.time()
             d = run.read_summary()
-            if "sparse_policy_nnz" not in d:
+            settings_now = dataclasses.asdict(cfg.distill)
+            if "sparse_policy_nnz" not in d or d.get("distill_settings") != settings_now:
                 d = distill_run(run, echo=lambda *a: print(f"  [{task}/distill/s{seed}]", *a, flush=True))
+                d["distill_settings"] = settings_now
                 run.update_summary(d)
             out.update({k: d[k] for k in ("neural_policy_params", "sparse_policy_nnz", "neural_policy_return_mean",
                                           "sparse_policy_return_mean", "sparse_policy_return_std")})
             out["distill_seconds"] = time.time() - t1
-            out["distill_settings"] = dataclasses.asdict(cfg.distill)
+            out["distill_settings"] = settings_now
     return out
 
 
@@ -469,6 +475,26 @@ def _past_deadline(deadline: str) -> bool:
     return (now.hour, now.minute) >= (h, m)
 
 
+def _stale_distillation(trial: dict, st: dict, args: Args) -> bool:
+    """A stored E-SINDy trial distilled with other settings than this version's (its run is reused, the
+    distillation is redone)."""
+    if trial["method"] != "sindy" or not args.distill:
+        return False
+    cfg = dyna_config(trial["task"], "sindy", int(trial["seed"]), st)
+    return trial.get("distill_settings") != dataclasses.asdict(cfg.distill)
+
+
+def run_trial(task: str, method: str, seed: int, st: dict, args: Args, trial_dir: Path) -> dict | None:
+    """One (task, method, seed) trial; its JSON is written as soon as it ends. None when past the deadline."""
+    if _past_deadline(args.deadline):
+        return None
+    print(f"=== {task} / {method} / seed {seed}", flush=True)
+    res = run_dyna(task, method, seed, st, args) if method in ("sindy", "nn") else run_model_free(task, method, seed, st)
+    res.update(task=task, method=method, seed=seed)
+    (trial_dir / f"{task}_{method}_s{seed}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 def main(args: Args) -> dict:
     _limit_threads()
     tasks = [t for t in args.tasks.split(",") if t]
@@ -486,28 +512,33 @@ def main(args: Args) -> dict:
     out_dir = Path(args.out_dir)
     trial_dir = out_dir / "sample_efficiency"
     trial_dir.mkdir(parents=True, exist_ok=True)
-    trials, skipped = [], []
     # seeds outermost within a task, so an early stop still leaves every method with the same seeds
-    for task in tasks:
-        st = settings[task]
-        n_seeds = int(seeds_override.get(task, st["seeds"]))
-        for seed in range(n_seeds):
-            for method in methods:
-                f = trial_dir / f"{task}_{method}_s{seed}.json"
-                if f.is_file() and not args.fresh:
-                    trials.append(json.loads(f.read_text()))
-                    continue
-                if _past_deadline(args.deadline):
-                    skipped.append(f"{task}/{method}/s{seed}")
-                    continue
-                print(f"=== {task} / {method} / seed {seed}", flush=True)
-                if method in ("sindy", "nn"):
-                    res = run_dyna(task, method, seed, st, args)
-                else:
-                    res = run_model_free(task, method, seed, st)
-                res.update(task=task, method=method, seed=seed)
-                f.write_text(json.dumps(res, indent=1))
-                trials.append(res)
+    todo = [(task, method, seed) for task in tasks
+            for seed in range(int(seeds_override.get(task, settings[task]["seeds"]))) for method in methods]
+    results: dict[tuple, dict | None] = {}
+    pending = []
+    for key in todo:
+        f = trial_dir / "{}_{}_s{}.json".format(*key)
+        stored = json.loads(f.read_text()) if f.is_file() and not args.fresh else None
+        if stored is not None and not _stale_distillation(stored, settings[key[0]], args):
+            results[key] = stored
+        else:
+            pending.append(key)
+    jobs = max(1, int(args.jobs))
+    if jobs == 1:
+        for key in pending:
+            results[key] = run_trial(*key, settings[key[0]], args, trial_dir)
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        # spawn: workers start clean (no forked torch / MuJoCo state); trials are taken in order as workers free up
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_limit_threads) as pool:
+            futs = {key: pool.submit(run_trial, *key, settings[key[0]], args, trial_dir) for key in pending}
+            for key, fut in futs.items():
+                results[key] = fut.result()
+    trials = [results[k] for k in todo if results[k] is not None]
+    skipped = ["{}/{}/s{}".format(*k) for k in todo if results[k] is None]
     agg = aggregate(trials, settings)
     png = plot(trials, settings, out_dir / "sample_efficiency.png")
     import platform
@@ -516,9 +547,11 @@ def main(args: Args) -> dict:
     import torch
 
     cmd = "python benchmarks/sample_efficiency.py" + (" --quick" if args.quick else "") + (
-        f" --tasks {args.tasks}" if args.tasks != Args.tasks else "") + (f" --seeds {args.seeds}" if args.seeds else "")
-    notes = [f"{platform.machine()}, 2 shared cores, torch {torch.__version__}, SB3 {stable_baselines3.__version__};"
-             " one thread per process, trials run one after another."]
+        f" --tasks {args.tasks}" if args.tasks != Args.tasks else "") + (
+        f" --seeds {args.seeds}" if args.seeds else "") + (f" --jobs {jobs}" if jobs > 1 else "")
+    side = "one after another" if jobs == 1 else f"{jobs} at a time (wall times share the machine)"
+    notes = [f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, SB3 "
+             f"{stable_baselines3.__version__}; one thread per trial, trials run {side}."]
     result = {"args": dataclasses.asdict(args), "settings": settings, "trials": trials, "aggregate": agg,
               "not_run": skipped, "plot": str(png)}
     (out_dir / "sample_efficiency.json").write_text(json.dumps(result, indent=1))
@@ -538,7 +571,7 @@ def _parse() -> Args:
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            p.add_argument(flag, default=f.default)
+            p.add_argument(flag, type=type(f.default), default=f.default)
     return Args(**vars(p.parse_args()))
 
 

@@ -65,3 +65,16 @@ def test_aggregation_steps_to_threshold_and_ratios():
     assert agg["match"]["ratios"]["sac"]["ratio"] == pytest.approx(5.0)
     assert agg["match"]["ratios"]["ppo"]["lower_bound"] == pytest.approx(6.0)
     assert se.return_at([[10, 1.0]], 5) is None
+
+
+def test_stored_trial_is_redistilled_only_when_the_distillation_settings_changed():
+    se = _load()
+    st = se.task_settings("pendulum", quick=True)
+    args = se.Args(quick=True)
+    current = se.dataclasses.asdict(se.dyna_config("pendulum", "sindy", 0, st).distill)
+    trial = {"task": "pendulum", "method": "sindy", "seed": 0, "distill_settings": json.loads(json.dumps(current))}
+    assert not se._stale_distillation(trial, st, args)
+    assert se._stale_distillation({**trial, "distill_settings": {**current, "n_rollouts": 1}}, st, args)
+    assert se._stale_distillation({k: v for k, v in trial.items() if k != "distill_settings"}, st, args)
+    assert not se._stale_distillation({**trial, "method": "ppo", "distill_settings": None}, st, args)
+    assert not se._stale_distillation({**trial, "distill_settings": None}, st, se.Args(quick=True, distill=False))
