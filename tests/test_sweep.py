@@ -133,3 +133,13 @@ def test_ray_sweep_on_a_local_instance(tiny_config, tmp_path):
     assert seeds == [0, 1]
     # different seeds, different runs (the table's std is not a copy of one trial)
     assert out["table"][0]["return_std"] > 0
+    # a trial interrupted before it finished (its summary lacks the done flag) is the only one Ray runs again
+    paths = sorted(Path(r["path"]) for r in out["rows"])
+    cut = _summary(paths[1])
+    del cut[DONE_KEY]
+    (paths[1] / "summary.json").write_text(json.dumps(cut))
+    stamp = (paths[0] / "summary.json").stat().st_mtime_ns
+    again = run_sweep(tiny_config, 2, backend="ray", workers=2, runs_dir=tmp_path, name="rs", echo=lambda *a: None)
+    assert (again["skipped"], again["ran"], again["failed"]) == (1, 1, 0)
+    assert (paths[0] / "summary.json").stat().st_mtime_ns == stamp and _summary(paths[1]).get(DONE_KEY)
+    _check_table(again, ["base"], 2)
