@@ -6,9 +6,10 @@ training steps (evaluation steps are counted separately), the return at fixed re
 real steps to reach a task threshold, and the wall time. It then distils the E-SINDy runs' neural
 policies into sparse policies (``sindyrl.policy.distill_run``) for the compactness table.
 
-Outputs: ``results/sample_efficiency.json`` (every trial and the aggregates), one JSON per trial
-under ``results/sample_efficiency/`` (reused on a restart), ``results/sample_efficiency.png``
-(return vs real steps, log x) and, with ``--write-docs``, the table in docs/benchmarks.md.
+Outputs: ``results/sample_efficiency.json`` (every trial and the aggregates), one JSON per trial under
+``results/sample_efficiency/`` (reused on a restart while the settings it was run with are unchanged),
+``results/sample_efficiency.png`` (return vs real steps, log x) and, with ``--write-docs``, the table in
+docs/benchmarks.md.
 
     python benchmarks/sample_efficiency.py --jobs 2 --write-docs   # the scaled benchmark (~1-2 hours on 2 cores)
     python benchmarks/sample_efficiency.py --quick --out-dir /tmp/se   # a smoke test, Pendulum only
@@ -20,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,16 +89,17 @@ TASKS: dict[str, dict] = {
     },
     "swimmer": {
         "config": "examples/configs/swimmer.yaml", "env_id": "Swimmer-v5", "threshold": 100.0, "seeds": 3,
-        "budgets": [15_000, 30_000, 50_000],
+        "budgets": [15_000, 31_000, 50_000, 200_000],
         "eval_episodes": 1, "final_eval_episodes": 3,
-        "dyna": {"dyna.iterations": 4, "agent.initial_steps": 100_000, "agent.steps_per_iteration": 40_000,
+        # the config's own loop: 20 refits, 12,000 random + 19 x 1,000 policy steps = 31,000 real steps
+        "dyna": {"dyna.iterations": 20, "agent.initial_steps": 200_000, "agent.steps_per_iteration": 50_000,
                  # 8 inputs make a degree-3 library of 165 terms: a smaller distillation grid to fit the budget
                  "distill.passes": 1, "distill.n_models": 5, "distill.n_rollouts": 10, "distill.alphas": [1e-4],
                  "distill.eval_episodes": 3},
         "nn": {"epochs": 60, "patience": 8},
-        "ppo": {"steps": 50_000, "eval_every": 10_000, "n_envs": 4,
+        "ppo": {"steps": 200_000, "eval_every": 20_000, "n_envs": 4,
                 "kwargs": {"n_steps": 1000, "batch_size": 250, "gamma": 0.9999}},
-        "sac": {"steps": 20_000, "eval_every": 5_000, "kwargs": {"learning_starts": 1000, "gamma": 0.9999}},
+        "sac": {"steps": 40_000, "eval_every": 5_000, "kwargs": {"learning_starts": 1000, "gamma": 0.9999}},
         "reference": "paper: 1.25e6 real steps for SINDy-RL vs 8e7 for PPO; SB3 zoo at 1M: SAC 346, TD3 359, "
                      "PPO 282 (Swimmer-v3)",
     },
@@ -167,6 +170,22 @@ def dyna_config(task: str, method: str, seed: int, settings: dict):
     return config_from_dict(data, source=f"{settings['config']} (benchmark overrides)")
 
 
+def _training_settings(cfg) -> dict:
+    """What a Dyna run's training depends on: its config without the distillation settings."""
+    from sindyrl.config import config_to_dict
+
+    d = json.loads(json.dumps(config_to_dict(cfg)))
+    d.pop("distill", None)
+    return d
+
+
+def trial_settings(method: str, st: dict) -> dict:
+    """The part of a task's settings one method's trial depends on (budgets and threshold only change the table)."""
+    keys = ["config", "env_id", "eval_episodes", "final_eval_episodes", "max_episode_steps"]
+    keys += ["dyna", "nn"] if method == "nn" else ["dyna"] if method == "sindy" else [method]
+    return json.loads(json.dumps({k: st.get(k) for k in keys}))
+
+
 def run_dyna(task: str, method: str, seed: int, settings: dict, args: Args) -> dict:
     from sindyrl.dyna import Dyna
     from sindyrl.runs import Run
@@ -174,7 +193,13 @@ def run_dyna(task: str, method: str, seed: int, settings: dict, args: Args) -> d
     cfg = dyna_config(task, method, seed, settings)
     root = Path(args.runs_dir) / task
     path = root / f"{method}-s{seed}"
-    run = Run.open(path) if (path / "config.yaml").is_file() else Run.create(cfg, root=root, name=path.name)
+    run = Run.open(path) if (path / "config.yaml").is_file() else None
+    if run is not None and _training_settings(run.config) != _training_settings(cfg):
+        print(f"  [{task}/{method}/s{seed}] {path} was trained with other settings: starting it again", flush=True)
+        shutil.rmtree(path)
+        run = None
+    if run is None:
+        run = Run.create(cfg, root=root, name=path.name)
     # distillation settings are the benchmark's, also for a run directory made by an earlier version of it
     run.config.distill = cfg.distill
     t0 = time.time()
@@ -490,7 +515,7 @@ def run_trial(task: str, method: str, seed: int, st: dict, args: Args, trial_dir
         return None
     print(f"=== {task} / {method} / seed {seed}", flush=True)
     res = run_dyna(task, method, seed, st, args) if method in ("sindy", "nn") else run_model_free(task, method, seed, st)
-    res.update(task=task, method=method, seed=seed)
+    res.update(task=task, method=method, seed=seed, settings=trial_settings(method, st))
     (trial_dir / f"{task}_{method}_s{seed}.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -520,7 +545,9 @@ def main(args: Args) -> dict:
     for key in todo:
         f = trial_dir / "{}_{}_s{}.json".format(*key)
         stored = json.loads(f.read_text()) if f.is_file() and not args.fresh else None
-        if stored is not None and not _stale_distillation(stored, settings[key[0]], args):
+        st = settings[key[0]]
+        if (stored is not None and stored.get("settings") == trial_settings(key[1], st)
+                and not _stale_distillation(stored, st, args)):
             results[key] = stored
         else:
             pending.append(key)

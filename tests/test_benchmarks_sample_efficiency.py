@@ -42,6 +42,11 @@ def test_quick_benchmark_writes_results_plot_and_table(tmp_path, capsys):
     # a restart reuses every stored trial (nothing is trained again)
     again = se.main(args)
     assert again["trials"] == res["trials"]
+    # a changed SAC budget reruns the SAC trial only
+    se.QUICK["pendulum"]["sac"] = {**se.QUICK["pendulum"]["sac"], "steps": 200, "eval_every": 100}
+    third = se.main(args)
+    assert third["trials"][:3] == res["trials"][:3]
+    assert third["trials"][3]["real_steps"] == 200 and third["trials"][3]["settings"]["sac"]["steps"] == 200
 
 
 def test_aggregation_steps_to_threshold_and_ratios():
@@ -78,3 +83,17 @@ def test_stored_trial_is_redistilled_only_when_the_distillation_settings_changed
     assert se._stale_distillation({k: v for k, v in trial.items() if k != "distill_settings"}, st, args)
     assert not se._stale_distillation({**trial, "method": "ppo", "distill_settings": None}, st, args)
     assert not se._stale_distillation({**trial, "distill_settings": None}, st, se.Args(quick=True, distill=False))
+
+
+def test_trial_settings_are_per_method():
+    se = _load()
+    st = se.task_settings("pendulum", quick=False)
+    other_sac = {**st, "sac": {**st["sac"], "steps": 1}}
+    # a new SAC budget invalidates the SAC trials only; a new threshold or table budget invalidates nothing
+    assert se.trial_settings("sac", other_sac) != se.trial_settings("sac", st)
+    for m in ("sindy", "nn", "ppo"):
+        assert se.trial_settings(m, other_sac) == se.trial_settings(m, st)
+    table_only = {**st, "threshold": 0.0, "budgets": [1]}
+    assert all(se.trial_settings(m, table_only) == se.trial_settings(m, st) for m in se.METHODS)
+    assert se.trial_settings("nn", {**st, "nn": {"epochs": 1}}) != se.trial_settings("nn", st)
+    assert se.trial_settings("sindy", {**st, "nn": {"epochs": 1}}) == se.trial_settings("sindy", st)
