@@ -552,9 +552,21 @@ def main(args: Args) -> dict:
         else:
             pending.append(key)
     jobs = max(1, int(args.jobs))
+    failed: dict[str, str] = {}
+
+    def failure(key: tuple, e: BaseException) -> None:
+        # one broken trial must not cost the hours of the others: report it, keep going, exit non-zero at the end
+        name = "{}/{}/s{}".format(*key)
+        failed[name] = f"{type(e).__name__}: {e}"
+        print(f"=== {name} FAILED: {failed[name]}", flush=True)
+        results[key] = None
+
     if jobs == 1:
         for key in pending:
-            results[key] = run_trial(*key, settings[key[0]], args, trial_dir)
+            try:
+                results[key] = run_trial(*key, settings[key[0]], args, trial_dir)
+            except Exception as e:
+                failure(key, e)
     else:
         import concurrent.futures as cf
         import multiprocessing as mp
@@ -563,9 +575,12 @@ def main(args: Args) -> dict:
         with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_limit_threads) as pool:
             futs = {key: pool.submit(run_trial, *key, settings[key[0]], args, trial_dir) for key in pending}
             for key, fut in futs.items():
-                results[key] = fut.result()
+                try:
+                    results[key] = fut.result()
+                except Exception as e:
+                    failure(key, e)
     trials = [results[k] for k in todo if results[k] is not None]
-    skipped = ["{}/{}/s{}".format(*k) for k in todo if results[k] is None]
+    skipped = ["{}/{}/s{}".format(*k) for k in todo if results[k] is None and "{}/{}/s{}".format(*k) not in failed]
     agg = aggregate(trials, settings)
     png = plot(trials, settings, out_dir / "sample_efficiency.png")
     import platform
@@ -580,13 +595,17 @@ def main(args: Args) -> dict:
     notes = [f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, SB3 "
              f"{stable_baselines3.__version__}; one thread per trial, trials run {side}."]
     result = {"args": dataclasses.asdict(args), "settings": settings, "trials": trials, "aggregate": agg,
-              "not_run": skipped, "plot": str(png)}
+              "not_run": skipped, "failed": failed, "plot": str(png)}
     (out_dir / "sample_efficiency.json").write_text(json.dumps(result, indent=1))
     md = markdown_table(agg, settings, cmd, notes)
     print(md)
     if skipped:
         print("not run (deadline): " + ", ".join(skipped))
-    if args.write_docs:
+    if failed:
+        print("failed (left out of the table; a restart runs them again): " + ", ".join(failed))
+    if args.write_docs and failed:
+        print("docs/benchmarks.md not rewritten: the table would miss the failed trials")
+    elif args.write_docs:
         write_docs(md, ROOT / "docs" / "benchmarks.md")
     return result
 
@@ -603,4 +622,4 @@ def _parse() -> Args:
 
 
 if __name__ == "__main__":
-    main(_parse())
+    raise SystemExit(1 if main(_parse())["failed"] else 0)

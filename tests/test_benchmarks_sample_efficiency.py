@@ -97,3 +97,21 @@ def test_trial_settings_are_per_method():
     assert all(se.trial_settings(m, table_only) == se.trial_settings(m, st) for m in se.METHODS)
     assert se.trial_settings("nn", {**st, "nn": {"epochs": 1}}) != se.trial_settings("nn", st)
     assert se.trial_settings("sindy", {**st, "nn": {"epochs": 1}}) == se.trial_settings("sindy", st)
+
+
+def test_a_failing_trial_is_reported_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    se = _load()
+
+    def broken(task, method, seed, settings):
+        if method == "sac":
+            raise RuntimeError("simulated crash")
+        return real(task, method, seed, settings)
+
+    real = se.run_model_free
+    monkeypatch.setattr(se, "run_model_free", broken)
+    out = tmp_path / "results"
+    res = se.main(se.Args(quick=True, out_dir=str(out), runs_dir=str(tmp_path / "runs"), distill=False))
+    assert res["failed"] == {"pendulum/sac/s0": "RuntimeError: simulated crash"} and res["not_run"] == []
+    assert [t["method"] for t in res["trials"]] == ["sindy", "nn", "ppo"]
+    assert not (out / "sample_efficiency" / "pendulum_sac_s0.json").exists()  # a restart runs it again
+    assert "pendulum/sac/s0 FAILED" in capsys.readouterr().out
