@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sindyrl.runs import limit_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,13 +127,6 @@ QUICK = {
 
 METHODS = {"sindy": "sindyrl Dyna (E-SINDy)", "nn": "Dyna-NN (5 MLPs 64x64)", "ppo": "PPO (model-free)",
            "sac": "SAC (model-free)"}
-
-
-def _limit_threads() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def task_settings(task: str, quick: bool) -> dict:
@@ -521,7 +516,7 @@ def run_trial(task: str, method: str, seed: int, st: dict, args: Args, trial_dir
 
 
 def main(args: Args) -> dict:
-    _limit_threads()
+    limit_threads(1)
     tasks = [t for t in args.tasks.split(",") if t]
     if args.quick:
         tasks = ["pendulum"]
@@ -572,7 +567,8 @@ def main(args: Args) -> dict:
         import multiprocessing as mp
 
         # spawn: workers start clean (no forked torch / MuJoCo state); trials are taken in order as workers free up
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_limit_threads) as pool:
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=limit_threads,
+                                    initargs=(1,)) as pool:
             futs = {key: pool.submit(run_trial, *key, settings[key[0]], args, trial_dir) for key in pending}
             for key, fut in futs.items():
                 try:

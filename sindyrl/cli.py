@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -23,20 +22,6 @@ __all__ = ["main", "build_parser"]
 # packages that add commands: module -> register(subparsers)
 _PLUGINS = ("export.commands", "controllers.commands", "firmware_bridge.commands", "sindyrl.robust.commands",
             "sindyrl.sweep")
-
-
-def _limit_threads() -> None:
-    """Small models and batches: one BLAS/torch thread is fastest, and avoids oversubscription."""
-    n = int(os.environ.get("SINDYRL_THREADS", "1"))
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover
-        pass
-    import torch
-
-    torch.set_num_threads(n)
 
 
 def _echo(quiet: bool):
@@ -211,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    _limit_threads()
+    from .runs import limit_threads
+
+    limit_threads()  # $SINDYRL_THREADS, else 1
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

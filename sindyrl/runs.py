@@ -12,7 +12,8 @@
     runs/<name>/manifest.json    versions, hashes, timings
     runs/<name>/state.json       Dyna progress (for --resume)
 
-All writes are atomic (temporary file, then rename).
+All writes are atomic (temporary file, then rename). ``limit_threads`` is the thread cap every run
+process starts with (the CLI, sweep trials, benchmark workers).
 """
 
 from __future__ import annotations
@@ -32,7 +33,26 @@ import yaml
 from .config import Config, config_from_dict, config_to_dict
 from .sparse import SparseModel, _json_safe
 
-__all__ = ["Run", "atomic_write", "ALGORITHMS", "algorithm_class"]
+__all__ = ["Run", "atomic_write", "ALGORITHMS", "algorithm_class", "limit_threads"]
+
+
+def limit_threads(n: int | None = None) -> None:
+    """Cap BLAS and torch threads (default: ``$SINDYRL_THREADS``, else 1).
+
+    The models and batches are small, so one thread is fastest, and runs side by side (sweeps, benchmark
+    trials) must not oversubscribe the cores. ``OMP_NUM_THREADS`` is set too, for child processes.
+    """
+    n = int(os.environ.get("SINDYRL_THREADS", "1")) if n is None else int(n)
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover
+        pass
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:

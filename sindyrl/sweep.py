@@ -25,7 +25,6 @@ import csv
 import io
 import itertools
 import json
-import os
 import re
 import shutil
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 import yaml
 
 from .config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+from .runs import Run, atomic_write, limit_threads
 
 __all__ = ["parse_grid", "expand_trials", "run_trial", "run_sweep", "aggregate", "register", "DONE_KEY"]
 
@@ -142,20 +142,6 @@ def expand_trials(config_path: str | Path, seeds: int, sets: Sequence[str] | Non
 
 
 # ------------------------------------------------------------------ one trial
-def _limit_threads() -> None:
-    # one BLAS/torch thread per trial: trials run side by side on few cores
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover
-        pass
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def trial_done(path: str | Path) -> bool:
     p = Path(path) / "summary.json"
     if not p.is_file():
@@ -169,12 +155,11 @@ def trial_done(path: str | Path) -> bool:
 def run_trial(spec: dict) -> dict:
     """Run (or resume, or skip) one trial; returns its headline figures. Output goes to ``<trial>/sweep.log``."""
     from .pipeline import STAGES, run_pipeline
-    from .runs import Run
 
     path = Path(spec["path"])
     if trial_done(path):
         return {**_trial_row(spec), "status": "skipped"}
-    _limit_threads()
+    limit_threads(1)  # one thread per trial: trials run side by side on few cores
     cfg = config_from_dict(json.loads(json.dumps(spec["config"])), source=spec["source"])
     cfg.name = spec["trial"]
     want = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
@@ -332,8 +317,6 @@ def markdown(table: list[dict], title: str) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    from .runs import atomic_write
-
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols and k != "traceback"]
@@ -353,8 +336,6 @@ def plot_sweep(rows: list[dict], table: list[dict], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return None
-    from .runs import Run
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for i, t in enumerate(table):
         curves = []
@@ -443,8 +424,6 @@ def run_sweep(
     sweep_dir = Path(runs_dir) / (name or f"{Path(config).stem}-sweep")
     trials = expand_trials(config, seeds, sets, sweep_dir, stages)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    from .runs import atomic_write
-
     atomic_write(sweep_dir / "sweep.json", json.dumps(
         {"config": str(config), "seeds": seeds, "sets": list(sets or []), "stages": list(stages),
          "trials": [t["trial"] for t in trials]}, indent=1))

@@ -9,16 +9,16 @@ a short closed loop on Pendulum-v1 reports each episode's return to the board.
 from __future__ import annotations
 
 import math
-import os
 import struct
 import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from board_tools import need_tools
 
 from firmware_bridge.boards import HostBoard, QemuBoard
-from firmware_bridge.build import build_firmware, missing_tools
+from firmware_bridge.build import build_firmware
 from firmware_bridge.codegen import generate_c
 from firmware_bridge.link import BoardErrorReply, BoardLink
 from firmware_bridge.policy_set import (
@@ -42,14 +42,6 @@ from sindyrl.sparse import SparseModel
 
 OBS = ["cos_th", "sin_th", "th_dot"]
 BOUNDS = (np.array([-2.0]), np.array([2.0]))
-
-
-def need_tools(target: str, with_qemu: bool = False) -> None:
-    missing = missing_tools(target, with_qemu=with_qemu)
-    if missing:
-        if os.environ.get("SINDYRL_REQUIRE_QEMU"):
-            pytest.fail(f"SINDYRL_REQUIRE_QEMU is set but {', '.join(missing)} missing")
-        pytest.skip(f"missing {', '.join(missing)}")
 
 
 def swing_policy() -> SparseModel:

@@ -9,16 +9,16 @@ or QEMU is missing, unless ``SINDYRL_REQUIRE_QEMU`` is set (CI), where they fail
 from __future__ import annotations
 
 import ctypes
-import os
 import socket
 import subprocess
 import time
 
 import numpy as np
 import pytest
+from board_tools import need_tools
 
 from firmware_bridge.boards import HostBoard, QemuBoard
-from firmware_bridge.build import BuildError, build_firmware, build_shared_library, missing_tools
+from firmware_bridge.build import BuildError, build_firmware, build_shared_library
 from firmware_bridge.codegen import NeuralSpec, generate_c, generate_neural_c, generate_sparse_c, neural_spec_from_sb3
 from firmware_bridge.link import BoardErrorReply, BoardLink, BoardLinkError
 from firmware_bridge.protocol import (
@@ -33,14 +33,6 @@ from firmware_bridge.protocol import (
     unpack_error,
 )
 from sindyrl.sparse import SparseModel
-
-
-def need_tools(target: str, with_qemu: bool = False) -> None:
-    missing = missing_tools(target, with_qemu=with_qemu)
-    if missing:
-        if os.environ.get("SINDYRL_REQUIRE_QEMU"):
-            pytest.fail(f"SINDYRL_REQUIRE_QEMU is set but {', '.join(missing)} missing")
-        pytest.skip(f"missing {', '.join(missing)}")
 
 
 @pytest.fixture(autouse=True)

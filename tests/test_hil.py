@@ -8,28 +8,20 @@ board matches onnxruntime within 1e-4 per action.
 
 from __future__ import annotations
 
-import os
 import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from board_tools import need_tools
 
 from firmware_bridge.boards import HostBoard, OnnxBoard, QemuBoard
-from firmware_bridge.build import build_firmware, missing_tools
+from firmware_bridge.build import build_firmware
 from firmware_bridge.codegen import generate_c
 from firmware_bridge.hil import hil_episodes, run_hil, run_policy_hil, stage
 from firmware_bridge.link import BoardErrorReply, BoardLink, BoardLinkError
 from firmware_bridge.protocol import BenchUnit, ErrorCode, ModelKind
 from sindyrl.sparse import SparseModel
-
-
-def need_tools(target: str, with_qemu: bool = False) -> None:
-    missing = missing_tools(target, with_qemu=with_qemu)
-    if missing:
-        if os.environ.get("SINDYRL_REQUIRE_QEMU"):
-            pytest.fail(f"SINDYRL_REQUIRE_QEMU is set but {', '.join(missing)} missing")
-        pytest.skip(f"missing {', '.join(missing)}")
 
 
 def pendulum_env():
