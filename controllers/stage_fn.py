@@ -232,7 +232,8 @@ def control(
     if dyn.outputs != list(run.obs_names):
         raise ValueError(f"{run.model_path('dynamics')}: outputs {dyn.outputs} do not match the env's "
                          f"observations {run.obs_names}")
-    n_episodes = int(n_episodes if n_episodes is not None else run.config.dyna.final_eval_episodes)
+    if n_episodes is None:  # as many as the neural policy's final evaluation had, on the same starts
+        n_episodes = int(run.read_summary().get("eval_episodes") or run.config.dyna.final_eval_episodes or 5)
     seed = int(run.config.seed if seed is None else seed)
     probe = run.make_env()
     low = np.asarray(probe.action_space.low, dtype=np.float64).reshape(-1)

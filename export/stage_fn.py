@@ -194,7 +194,7 @@ def export_run(
         raise ValueError(f"export: tol must be >= 0, got {tol}")
     seed = int(run.config.seed if seed is None else seed)
     if n_episodes is None:
-        n_episodes = int(run.config.dyna.final_eval_episodes)
+        n_episodes = int(run.read_summary().get("eval_episodes") or run.config.dyna.final_eval_episodes or 5)
     if what == "all":
         todo = [w for w in FILES if _available(run, w)]
         if not todo:

@@ -146,8 +146,17 @@ class DynaConfig:
     """The outer loop."""
 
     iterations: int = 8
-    eval_episodes: int = 5
-    final_eval_episodes: int = 20
+    #: real evaluation episodes after every iteration (opt-in: they cost real steps; the learning curve
+    #: is otherwise the return of the collected episodes plus the surrogate estimate)
+    eval_episodes: int = 0
+    #: deterministic real episodes that confirm the result at the end (None: as many as half the
+    #: collected real steps pay for, 1 to 20, so evaluation never costs more than learning)
+    final_eval_episodes: int | None = None
+    #: stored real states the agent is assessed from in the surrogate after each iteration
+    assess_starts: int = 256
+    #: while some of those starts fail and others succeed, train up to this many extra rounds of
+    #: ``agent.steps_per_iteration`` surrogate steps, keeping the checkpoint that does best there
+    max_extra_rounds: int = 2
     #: stop early once the evaluation mean return reaches this (None: never)
     target_return: float | None = None
 
@@ -165,7 +174,9 @@ class DistillConfig:
     max_terms: int | None = None
     thresholds: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 3e-2])
     alphas: list[float] = field(default_factory=lambda: [1e-6, 1e-4, 1e-2])
-    eval_episodes: int = 20
+    #: real episodes of the sparse policy (None: as many as the neural policy's final evaluation, on the
+    #: same starts, whose returns are reused; passes are chosen in the surrogate)
+    eval_episodes: int | None = None
 
 
 @dataclass
@@ -298,7 +309,9 @@ def _validate(cfg: Config) -> None:
     positive(cfg.surrogate.bounds_margin, "surrogate.bounds_margin", allow_zero=True)
     positive(cfg.surrogate.horizon, "surrogate.horizon")
     positive(cfg.dyna.iterations, "dyna.iterations")
-    positive(cfg.dyna.eval_episodes, "dyna.eval_episodes")
+    positive(cfg.dyna.eval_episodes, "dyna.eval_episodes", allow_zero=True)
+    positive(cfg.dyna.assess_starts, "dyna.assess_starts")
+    positive(cfg.dyna.max_extra_rounds, "dyna.max_extra_rounds", allow_zero=True)
     positive(cfg.dyna.final_eval_episodes, "dyna.final_eval_episodes")
     positive(cfg.env.max_episode_steps, "env.max_episode_steps")
     for i, p in enumerate(cfg.env.unit_pairs):

@@ -1,33 +1,54 @@
 """The Dyna loop of SINDy-RL (Zolman, Fasel, Kutz, Brunton 2024, Algorithm 1).
 
 random real data -> fit E-SINDy dynamics (+ reward) -> train an SB3 agent in the
-batched surrogate -> evaluate on the real env -> collect real steps with the
-policy -> refit -> ...
+batched surrogate -> assess it in the surrogate from many stored real states ->
+collect real steps with the policy -> refit -> ...
 
-Every iteration checkpoints the real data, the models, the agent and the loop
-state atomically, so ``Dyna(...).run()`` on the same run directory resumes
-where a crash left it, without losing a real transition.
+Each iteration runs the phases ``fit -> train -> assess -> collect ->
+checkpoint``. *Assess* costs no real step: the agent runs one surrogate
+episode from each of a few hundred stored real states at once. When some
+starts fail (stuck, saturated, diverging) while the rest succeed, the agent
+trains further and the checkpoint that does best on that test is kept. The
+learning curve is the return of the real episodes collected anyway, next to
+the surrogate estimate; a per-iteration real evaluation is opt-in
+(``dyna.eval_episodes``), and one deterministic real evaluation confirms the
+result at the end.
+
+Every iteration checkpoints the real data, the models, the agent and the
+loop state (:class:`DynaState`) atomically, so ``Dyna(...).run()`` on the
+same run directory resumes where a crash left it, without losing a real
+transition.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 
 from .config import Config
 from .data import RandomPolicy, TransitionBuffer, collect
 from .dynamics import SINDyDynamics
-from .evaluation import evaluate_policy, sb3_act
+from .evaluation import (
+    SurrogateAssessment,
+    assess_in_surrogate,
+    assessment_starts,
+    evaluate_policy,
+    sb3_act,
+    sb3_act_batch,
+)
 from .reward import SINDyReward, known_reward
 from .runs import Run, algorithm_class
-from .sparse import SparseModel
 from .surrogate import SurrogateVecEnv
 
-__all__ = ["Dyna", "build_surrogate", "fit_models"]
+__all__ = ["Dyna", "DynaState", "ProgressCallback", "build_surrogate", "fit_models", "final_eval_episodes"]
 
 log = logging.getLogger("sindyrl")
 
@@ -69,42 +90,86 @@ def build_surrogate(cfg: Config, dynamics, reward, buffer: TransitionBuffer, spe
     )
 
 
+def final_eval_episodes(cfg: Config, real_steps_collect: int, horizon: int | None) -> int:
+    """Episodes of the final real evaluation: ``dyna.final_eval_episodes``, or by default as many as half the
+    collected real steps pay for (at least 1, at most 20), so evaluation never costs more than learning."""
+    if cfg.dyna.final_eval_episodes is not None:
+        return int(cfg.dyna.final_eval_episodes)
+    return int(min(20, max(1, real_steps_collect // (2 * max(int(horizon or 1000), 1)))))
+
+
 def _save_agent(agent, path) -> None:
     """SB3 writes its zip in place; write a temporary file and rename it, so a crash never leaves half a zip."""
-    import os
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.zip")
     agent.save(tmp)
     os.replace(tmp, path)
 
 
-class _Progress:
-    """SB3 callback printing surrogate training progress (one line, updated in place)."""
+class ProgressCallback(BaseCallback):
+    """Surrogate training progress on one line, updated in place (only on a terminal)."""
 
-    def __new__(cls, total: int, label: str, enabled: bool):
-        from stable_baselines3.common.callbacks import BaseCallback
+    def __init__(self, total: int, label: str, enabled: bool = True):
+        super().__init__()
+        self.total, self.label, self.enabled = int(total), label, enabled
+        self.bar = None
+        self.start = 0
 
-        class _CB(BaseCallback):
-            def _on_training_start(self) -> None:
-                self.start = self.num_timesteps
-                self.bar = None
-                if enabled and sys.stderr.isatty():
-                    from tqdm import tqdm
+    def _on_training_start(self) -> None:
+        self.start = self.num_timesteps
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
 
-                    self.bar = tqdm(total=total, desc=label, unit="step", leave=False, mininterval=1.0)
+            self.bar = tqdm(total=self.total, desc=self.label, unit="step", leave=False, mininterval=1.0)
 
-            def _on_step(self) -> bool:
-                if self.bar is not None:
-                    self.bar.n = min(self.num_timesteps - self.start, total)
-                    self.bar.refresh() if self.n_calls % 200 == 0 else None
-                return True
+    def _on_step(self) -> bool:
+        if self.bar is not None and self.n_calls % 200 == 0:
+            self.bar.n = min(self.num_timesteps - self.start, self.total)
+            self.bar.refresh()
+        return True
 
-            def _on_training_end(self) -> None:
-                if self.bar is not None:
-                    self.bar.close()
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
-        return _CB()
+
+@dataclass
+class DynaState:
+    """The loop's counters, saved whole to ``state.json`` after every iteration (and loaded whole on resume)."""
+
+    iteration: int = 0
+    real_steps_collect: int = 0
+    #: real steps of the opt-in per-iteration evaluations
+    real_steps_eval: int = 0
+    surrogate_steps: int = 0
+    wall_seconds: float = 0.0
+    #: set once a target return was reached: the loop is finished
+    stopped_early: bool = False
+
+    @classmethod
+    def load(cls, run: Run) -> DynaState:
+        data = run.read_state()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, run: Run) -> None:
+        run.write_state(dataclasses.asdict(self))
+
+
+@dataclass
+class _Iteration:
+    """What one iteration produced, for the metrics row and the console."""
+
+    n_fit: int
+    scores: dict
+    dyn_nnz: int | None
+    dyn_members: int
+    n_train: int
+    assessment: SurrogateAssessment
+    extra_rounds: int = 0
+    collected: np.ndarray | None = None
+    evaluation: np.ndarray | None = None
 
 
 class Dyna:
@@ -128,6 +193,7 @@ class Dyna:
         self.echo = echo
         self.progress_bar = progress_bar
         self.spec = run.spec
+        self.agent = None
 
     # ----------------------------------------------------------- helpers
     def _make_agent(self, env):
@@ -150,143 +216,237 @@ class Dyna:
             env.close()
         buffer.save(self.run_dir.data_path)
 
+    def _initial_data(self, state: DynaState) -> TransitionBuffer:
+        """The real data on disk, or random off-policy collection when there is none yet."""
+        cfg, run = self.cfg, self.run_dir
+        if run.data_path.is_file():
+            buffer = run.load_data()
+            self.echo(f"[data] resumed {len(buffer)} real transitions from {run.data_path}")
+        else:
+            buffer = TransitionBuffer(len(self.spec.obs_names), len(self.spec.action_names))
+        if len(buffer) == 0:
+            env0 = run.make_env(seed=cfg.seed)
+            policy = RandomPolicy(env0.action_space, cfg.seed)
+            env0.close()
+            self._collect(buffer, cfg.collect.random_steps, policy, cfg.seed, cfg.collect.random_episode_steps)
+            self.echo(f"[collect] {len(buffer)} random real steps ({buffer.n_episodes} episodes) -> {run.data_path}")
+        # the buffer on disk is the truth: it is saved before the state is
+        state.real_steps_collect = len(buffer)
+        state.save(run)
+        return buffer
+
+    # ------------------------------------------------------------ phases
+    def fit(self, buffer: TransitionBuffer, it: int, first: bool):
+        """Fit the models on all real data and save them; returns (dynamics, reward, scores)."""
+        cfg, run = self.cfg, self.run_dir
+        dyn, reward, scores = fit_models(cfg, buffer, self.spec, cfg.seed + it)
+        sparse = _sparse_model(dyn)
+        if sparse is not None:
+            run.save_model("dynamics", sparse)
+        if not cfg.reward.known:
+            run.save_model("reward", reward.model_)
+        size = f"{sparse.nnz} terms, {sparse.n_models} members" if sparse is not None else f"{dyn.n_models} networks"
+        self.echo(f"[fit {it + 1}/{cfg.dyna.iterations}] dynamics on {len(buffer)} transitions: {size}, one-step "
+                  f"error {scores['model_one_step_error']:.4f}, {cfg.dynamics.rollout_steps}-step rollout error "
+                  f"{scores['model_rollout_error']:.4f}")
+        if first and sparse is not None:
+            self.echo("  learned dynamics:\n    " + "\n    ".join(dyn.equations()))
+            if not cfg.reward.known:
+                self.echo("  learned reward:\n    " + "\n    ".join(reward.equations()))
+        return dyn, reward, scores
+
+    def train(self, venv: SurrogateVecEnv, n_steps: int, label: str) -> int:
+        """Train the agent (made on first use) for ``n_steps`` surrogate steps; returns the steps taken."""
+        if self.agent is None:
+            self.agent = self._make_agent(venv)
+        else:
+            self.agent.set_env(venv)
+        if n_steps > 0:
+            self.agent.learn(n_steps, reset_num_timesteps=False,
+                             callback=ProgressCallback(n_steps, label, self.progress_bar))
+        return n_steps
+
+    def assess(self, venv: SurrogateVecEnv, starts: np.ndarray, it: int) -> tuple[SurrogateAssessment, int, int]:
+        """The agent in the surrogate from every start; while some starts fail, train more and keep the best.
+
+        Returns (assessment of the kept agent, extra surrogate steps trained, extra rounds).
+        """
+        cfg = self.cfg
+        seed = cfg.seed + 7919 * (it + 1)
+        best = assess_in_surrogate(sb3_act_batch(self.agent), venv, starts, seed=seed)
+        best_params, extra_steps, rounds = None, 0, 0
+        n_round = cfg.agent.steps_per_iteration or cfg.agent.initial_steps
+        for r in range(cfg.dyna.max_extra_rounds):
+            if best.n_failed == 0 or n_round <= 0:
+                break
+            self.echo(f"  [assess] {best.n_failed}/{best.returns.size} surrogate starts fail "
+                      f"({best.describe()}): training {n_round} more surrogate steps")
+            if best_params is None:
+                best_params = self.agent.get_parameters()
+            extra_steps += self.train(venv, n_round, f"[train {it + 1}+{r + 1}] surrogate")
+            rounds += 1
+            cand = assess_in_surrogate(sb3_act_batch(self.agent), venv, starts, seed=seed)
+            if cand.score > best.score:
+                best, best_params = cand, None
+        if best_params is not None:
+            # the earlier checkpoint did better on the surrogate test than the extra training
+            self.agent.set_parameters(best_params, exact_match=False)
+            self.echo("  [assess] kept the checkpoint before the extra training (better on the surrogate test)")
+        return best, extra_steps, rounds
+
+    def collect(self, buffer: TransitionBuffer, it: int) -> np.ndarray:
+        """Real steps with the current policy; returns the returns of the episodes completed in this batch."""
+        cfg = self.cfg
+        first_new = len(buffer)
+        act = sb3_act(self.agent, deterministic=not cfg.collect.stochastic)
+        self._collect(buffer, cfg.collect.steps_per_iteration, act, cfg.seed + 100 * (it + 1), None)
+        ep = buffer.episode[first_new:]
+        done = (buffer.terminated | buffer.truncated)[first_new:]
+        rewards = buffer.rewards[first_new:]
+        return np.array([rewards[ep == e].sum() for e in np.unique(ep[done])])
+
+    def checkpoint(self, state: DynaState, rows: list[dict], out: _Iteration, it: int, t_start: float) -> dict:
+        """Agent, metrics row and loop state, in that order (the data were saved when collected)."""
+        run = self.run_dir
+        _save_agent(self.agent, run.agent_path)
+        a = out.assessment
+        row = {
+            "iteration": it + 1, "real_steps_fit": out.n_fit, "real_steps_collect": state.real_steps_collect,
+            "real_steps_eval": state.real_steps_eval, "surrogate_steps": state.surrogate_steps,
+            **a.summary(), "extra_train_rounds": out.extra_rounds,
+            "collect_return_mean": _mean(out.collected), "collect_return_min": _min(out.collected),
+            "collect_episodes": 0 if out.collected is None else int(out.collected.size),
+            "eval_return_mean": _mean(out.evaluation), "eval_return_std": _std(out.evaluation),
+            "eval_return_min": _min(out.evaluation),
+            "model_one_step_error": out.scores["model_one_step_error"],
+            "model_rollout_error": out.scores["model_rollout_error"],
+            "dynamics_nnz": out.dyn_nnz, "dynamics_members": out.dyn_members,
+            "wall_seconds": time.time() - t_start,
+        }
+        if "reward_error" in out.scores:
+            row["reward_error"] = out.scores["reward_error"]
+        for k, v in (getattr(self.agent, "beer_stats", None) or {}).items():
+            row[k] = v
+        rows.append(row)
+        run.write_metrics(rows)
+        state.iteration = it + 1
+        state.wall_seconds = time.time() - t_start
+        state.save(run)
+        return row
+
     # -------------------------------------------------------------- loop
     def run(self) -> dict:
         cfg, run, echo = self.cfg, self.run_dir, self.echo
-        state = run.read_state()
+        state = DynaState.load(run)
         rows = run.read_metrics()
-        t_start = time.time() - float(state.get("wall_seconds", 0.0))
-        seed = cfg.seed
+        t_start = time.time() - state.wall_seconds
         from stable_baselines3.common.utils import set_random_seed
 
-        set_random_seed(seed)
-        # ---- real data: resume from disk, or random off-policy collection
-        if run.data_path.is_file():
-            buffer = run.load_data()
-            echo(f"[data] resumed {len(buffer)} real transitions from {run.data_path}")
-        else:
-            buffer = TransitionBuffer(len(self.spec.obs_names), len(self.spec.action_names))
-        real_collect = int(state.get("real_steps_collect", 0))
-        real_eval = int(state.get("real_steps_eval", 0))
-        surrogate_steps = int(state.get("surrogate_steps", 0))
-        if real_collect == 0 and len(buffer) == 0:
-            env0 = run.make_env(seed=seed)
-            policy = RandomPolicy(env0.action_space, seed)
-            env0.close()
-            self._collect(buffer, cfg.collect.random_steps, policy, seed, cfg.collect.random_episode_steps)
-            real_collect = len(buffer)
-            echo(f"[collect] {real_collect} random real steps ({buffer.n_episodes} episodes) -> {run.data_path}")
-            state.update(real_steps_collect=real_collect)
-            run.write_state(state)
-        elif real_collect != len(buffer):
-            # the buffer on disk is the truth: it is saved before the state is
-            real_collect = len(buffer)
-        agent = None
+        set_random_seed(cfg.seed)
+        buffer = self._initial_data(state)
         if run.agent_path.is_file():
-            agent = run.load_agent()
+            self.agent = run.load_agent()
             echo(f"[agent] resumed {cfg.agent.algo.upper()} from {run.agent_path}")
-        start_it = int(state.get("iteration", 0))
-        best = state.get("best_eval_return")
+        start_it = state.iteration
         for it in range(start_it, cfg.dyna.iterations):
+            if state.stopped_early:
+                break
             t_it = time.time()
-            # ---- fit models on all real data
             n_fit = len(buffer)
-            dyn, reward, scores = fit_models(cfg, buffer, self.spec, seed + it)
-            sparse = isinstance(getattr(dyn, "model_", None), SparseModel)
-            if sparse:
-                run.save_model("dynamics", dyn.model_)
-            if not cfg.reward.known:
-                run.save_model("reward", reward.model_)
-            size = f"{dyn.model_.nnz} terms, {dyn.model_.n_models} members" if sparse else f"{dyn.n_models} networks"
-            echo(f"[fit {it + 1}/{cfg.dyna.iterations}] dynamics on {len(buffer)} transitions: "
-                 f"{size}, one-step error "
-                 f"{scores['model_one_step_error']:.4f}, {cfg.dynamics.rollout_steps}-step rollout error "
-                 f"{scores['model_rollout_error']:.4f}")
-            if it == start_it and sparse:
-                echo("  learned dynamics:\n    " + "\n    ".join(dyn.equations()))
-                if not cfg.reward.known:
-                    echo("  learned reward:\n    " + "\n    ".join(reward.equations()))
-            # ---- train the agent in the surrogate
-            venv = build_surrogate(cfg, dyn.model_ if sparse else dyn, reward, buffer, self.spec,
-                                   seed + 1000 * (it + 1))
-            if agent is None:
-                agent = self._make_agent(venv)
-                n_train = cfg.agent.initial_steps
-            else:
-                agent.set_env(venv)
-                n_train = cfg.agent.steps_per_iteration
-            if n_train > 0:
-                cb = _Progress(n_train, f"[train {it + 1}] surrogate", self.progress_bar)
-                agent.learn(n_train, reset_num_timesteps=False, callback=cb)
-            surrogate_steps += n_train
-            # ---- evaluate on the real env (counted separately from collection)
-            returns = evaluate_policy(sb3_act(agent), run.make_env, cfg.dyna.eval_episodes, seed=10_000 + seed)
-            real_eval += int(returns.lengths.sum())
-            # ---- collect real steps with the current policy (not after the last iteration)
+            dyn, reward, scores = self.fit(buffer, it, first=it == start_it)
+            venv = build_surrogate(cfg, dyn, reward, buffer, self.spec, cfg.seed + 1000 * (it + 1))
+            n_train = cfg.agent.initial_steps if self.agent is None else cfg.agent.steps_per_iteration
+            state.surrogate_steps += self.train(venv, n_train, f"[train {it + 1}] surrogate")
+            starts = assessment_starts(buffer, cfg.dyna.assess_starts, seed=cfg.seed + it)
+            assessment, extra, rounds = self.assess(venv, starts, it)
+            state.surrogate_steps += extra
+            evaluation = None
+            if cfg.dyna.eval_episodes > 0:  # opt-in: it costs real steps
+                evaluation = evaluate_policy(sb3_act(self.agent), run.make_env, cfg.dyna.eval_episodes,
+                                             seed=10_000 + cfg.seed)
+                state.real_steps_eval += int(evaluation.lengths.sum())
             last = it == cfg.dyna.iterations - 1
-            reached = cfg.dyna.target_return is not None and returns.mean() >= cfg.dyna.target_return
+            reached = cfg.dyna.target_return is not None and evaluation is not None and \
+                evaluation.mean() >= cfg.dyna.target_return
+            collected = None
             if not last and not reached and cfg.collect.steps_per_iteration > 0:
-                act = sb3_act(agent, deterministic=not cfg.collect.stochastic)
-                self._collect(buffer, cfg.collect.steps_per_iteration, act, seed + 100 * (it + 1), None)
-                real_collect = len(buffer)
-            # ---- checkpoint (data first, then agent, then state: a crash in between is harmless)
-            _save_agent(agent, run.agent_path)
-            if best is None or returns.mean() > best:
-                best = float(returns.mean())
-                _save_agent(agent, run.path / "agent" / "best.zip")
-            row = {
-                "iteration": it + 1, "real_steps_fit": n_fit, "real_steps_collect": real_collect, "real_steps_eval": real_eval,
-                "surrogate_steps": surrogate_steps, "eval_return_mean": float(returns.mean()),
-                "eval_return_std": float(returns.std()), "eval_return_min": float(returns.min()),
-                "model_one_step_error": scores["model_one_step_error"],
-                "model_rollout_error": scores["model_rollout_error"],
-                "dynamics_nnz": dyn.model_.nnz if sparse else None,
-                "dynamics_members": dyn.model_.n_models if sparse else dyn.n_models,
-                "wall_seconds": time.time() - t_start,
-            }
-            if "reward_error" in scores:
-                row["reward_error"] = scores["reward_error"]
-            for k, v in (getattr(agent, "beer_stats", None) or {}).items():
-                row[k] = v
-            rows.append(row)
-            run.write_metrics(rows)
-            state.update(iteration=it + 1, real_steps_collect=real_collect, real_steps_eval=real_eval,
-                         surrogate_steps=surrogate_steps, wall_seconds=time.time() - t_start, best_eval_return=best)
-            run.write_state(state)
-            per_ep = " ".join(f"{r:.0f}" for r in returns)
-            echo(f"[iter {it + 1}/{cfg.dyna.iterations}] real return {returns.mean():.1f} ± {returns.std():.1f} "
-                 f"(episodes: {per_ep}) | real steps {real_collect} (+{real_eval} eval) | surrogate steps "
-                 f"{surrogate_steps} | {time.time() - t_it:.0f}s")
+                collected = self.collect(buffer, it)
+                state.real_steps_collect = len(buffer)
+                if cfg.dyna.target_return is not None and evaluation is None and collected.size:
+                    reached = bool(collected.mean() >= cfg.dyna.target_return)
+            sparse = _sparse_model(dyn)
+            out = _Iteration(n_fit, scores, sparse.nnz if sparse is not None else None,
+                             sparse.n_models if sparse is not None else dyn.n_models, n_train, assessment,
+                             rounds, collected, evaluation)
+            state.stopped_early = bool(reached)
+            self.checkpoint(state, rows, out, it, t_start)
+            echo(f"[iter {it + 1}/{cfg.dyna.iterations}] surrogate return {assessment.describe()}"
+                 + (f" | real return {_fmt_returns(evaluation)}" if evaluation is not None else "")
+                 + (f" | collected episodes {_fmt_returns(collected)}" if collected is not None and collected.size
+                    else "")
+                 + f" | real steps {state.real_steps_collect}"
+                 + (f" (+{state.real_steps_eval} eval)" if state.real_steps_eval else "")
+                 + f" | surrogate steps {state.surrogate_steps} | {time.time() - t_it:.0f}s")
             if reached:
                 echo(f"[dyna] target return {cfg.dyna.target_return} reached: stopping early")
-                state.update(iteration=cfg.dyna.iterations)
-                run.write_state(state)
                 break
-        if agent is None:
+        if self.agent is None:
             raise RuntimeError("Dyna: no agent was trained (dyna.iterations must be >= 1)")
-        # ---- final evaluation: fixed seeds, deterministic
-        n_final = cfg.dyna.final_eval_episodes
-        final = evaluate_policy(sb3_act(agent), run.make_env, n_final, seed=seed)
-        real_eval += int(final.lengths.sum())
+        return self._final(state, rows, t_start)
+
+    def _final(self, state: DynaState, rows: list[dict], t_start: float) -> dict:
+        """The deterministic real evaluation that confirms the result, and the train stage's summary."""
+        cfg, run, echo = self.cfg, self.run_dir, self.echo
+        n_final = final_eval_episodes(cfg, state.real_steps_collect, self.spec.horizon)
+        final = evaluate_policy(sb3_act(self.agent), run.make_env, n_final, seed=cfg.seed)
+        last = rows[-1] if rows else {}
         summary = {
-            "env_id": cfg.env.id, "algo": cfg.agent.algo, "seed": seed,
-            "real_steps_collect": real_collect, "real_steps_eval": real_eval, "surrogate_steps": surrogate_steps,
+            "env_id": cfg.env.id, "algo": cfg.agent.algo, "seed": cfg.seed,
+            "real_steps_collect": state.real_steps_collect, "real_steps_eval": state.real_steps_eval,
+            "real_steps_final_eval": int(final.lengths.sum()), "surrogate_steps": state.surrogate_steps,
             "eval_return_mean": float(final.mean()), "eval_return_std": float(final.std()),
             "eval_return_min": float(final.min()), "eval_episodes": n_final,
             "eval_returns": [float(r) for r in final],
-            "dynamics_nnz": (rows[-1].get("dynamics_nnz") or None) if rows else None,
+            **{k: last[k] for k in ("surrogate_return_mean", "surrogate_return_min", "surrogate_return_worst_decile",
+                                    "surrogate_failed_starts", "surrogate_starts") if last.get(k) is not None},
+            "dynamics_nnz": last.get("dynamics_nnz") or None,
             "train_wall_seconds": time.time() - t_start,
         }
-        run.update_summary(summary)
-        run.write_manifest(timings={"train": summary["train_wall_seconds"]})
-        echo(f"[eval] {n_final} real episodes (seeds {seed}..{seed + n_final - 1}): return "
-             f"{final.mean():.1f} ± {final.std():.1f} (min {final.min():.1f}) after {real_collect} real steps")
+        worst = int(np.argmin(final))
+        echo(f"[eval] {n_final} real episodes (seeds {cfg.seed}..{cfg.seed + n_final - 1}): return "
+             f"{final.mean():.1f} ± {final.std():.1f}, worst {final.min():.1f} (seed {cfg.seed + worst}); "
+             f"surrogate estimate {last.get('surrogate_return_mean', float('nan')):.1f}, worst "
+             f"{last.get('surrogate_return_min', float('nan')):.1f}; after {state.real_steps_collect} real steps "
+             f"(+{state.real_steps_eval + int(final.lengths.sum())} evaluation)")
         try:
             from .plots import plot_training
 
-            for p in plot_training(run):
+            for p in plot_training(run, summary):
                 echo(f"[plot] {p}")
         except Exception as e:  # plots never fail a run
             log.warning("plotting failed: %s", e)
             echo(f"[plot] skipped ({e})")
         return summary
+
+
+def _sparse_model(dyn):
+    from .sparse import SparseModel
+
+    m = getattr(dyn, "model_", None)
+    return m if isinstance(m, SparseModel) else None
+
+
+def _mean(x) -> float | None:
+    return None if x is None or len(x) == 0 else float(np.mean(x))
+
+
+def _std(x) -> float | None:
+    return None if x is None or len(x) == 0 else float(np.std(x))
+
+
+def _min(x) -> float | None:
+    return None if x is None or len(x) == 0 else float(np.min(x))
+
+
+def _fmt_returns(x) -> str:
+    return f"{np.mean(x):.1f} ± {np.std(x):.1f} (worst {np.min(x):.1f}, {len(x)} episodes)"

@@ -1,17 +1,24 @@
-"""Evaluate a policy on the real environment with fixed reset seeds.
+"""Evaluate a policy on the real environment with fixed reset seeds, or in the surrogate from stored states.
 
-Episode ``i`` starts from ``reset(seed=seed + i)``, so different policies
+Real: episode ``i`` starts from ``reset(seed=seed + i)``, so different policies
 evaluated with the same ``seed`` see the same initial states.
+
+Surrogate: :func:`assess_in_surrogate` runs one model episode from each of
+hundreds of stored real states in one batch (milliseconds, no real step) and
+looks at the worst starts, not only the mean, so a policy that gets stuck
+from some starts is seen before a real episode is spent on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["evaluate_policy", "sb3_act", "EvalResult"]
+__all__ = ["evaluate_policy", "sb3_act", "EvalResult", "SurrogateAssessment", "assess_in_surrogate",
+           "assessment_starts", "sb3_act_batch"]
 
 
 class EvalResult(np.ndarray):
@@ -64,3 +71,85 @@ def sb3_act(model, deterministic: bool = True) -> Callable[[np.ndarray], np.ndar
         return model.predict(obs, deterministic=deterministic)[0]
 
     return act
+
+
+def sb3_act_batch(model, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """Batched action function of an SB3 model: (N, n_obs) -> (N, n_act)."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return model.predict(np.asarray(obs), deterministic=deterministic)[0]
+
+    return act
+
+
+@dataclass(frozen=True)
+class SurrogateAssessment:
+    """Returns of one surrogate episode from each of many stored real starts.
+
+    ``failed`` marks the starts whose return is a far outlier below the rest (below the lower quartile by
+    more than three interquartile ranges, or a tenth of the median's size when the returns are nearly
+    equal): the policy gets stuck, saturates or diverges there while it succeeds elsewhere. ``score``, the
+    mean of the average and the worst-decile return, is what checkpoints are ranked by: it rewards the
+    typical start and punishes the bad ones.
+    """
+
+    returns: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def min(self) -> float:
+        return float(self.returns.min())
+
+    @property
+    def worst_decile(self) -> float:
+        k = max(1, int(np.ceil(0.1 * self.returns.size)))
+        return float(np.sort(self.returns)[:k].mean())
+
+    @property
+    def failed(self) -> np.ndarray:
+        q25, q50, q75 = np.percentile(self.returns, [25, 50, 75])
+        spread = max(q75 - q25, 0.1 * abs(q50), 1e-9)
+        return self.returns < q25 - 3.0 * spread
+
+    @property
+    def n_failed(self) -> int:
+        return int(self.failed.sum())
+
+    @property
+    def score(self) -> float:
+        return 0.5 * (self.mean + self.worst_decile)
+
+    def summary(self, prefix: str = "surrogate_") -> dict:
+        return {f"{prefix}return_mean": self.mean, f"{prefix}return_min": self.min,
+                f"{prefix}return_worst_decile": self.worst_decile, f"{prefix}failed_starts": self.n_failed,
+                f"{prefix}starts": int(self.returns.size)}
+
+    def describe(self) -> str:
+        return (f"{self.mean:.1f} mean, {self.worst_decile:.1f} worst decile, {self.min:.1f} worst, "
+                f"{self.n_failed}/{self.returns.size} starts failed")
+
+
+def assessment_starts(buffer, n: int = 256, seed: int = 0) -> np.ndarray:
+    """Start states for a surrogate assessment: every real episode's first state, then stored states at random.
+
+    The first states are samples of the real task's initial-state distribution; the others cover the
+    region the policy visits. At most ``n`` states (all first states are kept when there are more).
+    """
+    if len(buffer) == 0:
+        raise ValueError("assessment_starts: the buffer holds no transitions")
+    first = np.array([e[0] for e in buffer.episodes()])
+    rest = np.setdiff1d(np.arange(len(buffer)), first)
+    k = max(0, min(n - len(first), len(rest)))
+    pick = np.random.default_rng(seed).choice(rest, size=k, replace=False) if k else np.zeros(0, dtype=np.int64)
+    return buffer.obs[np.concatenate([first, np.sort(pick)]).astype(np.int64)]
+
+
+def assess_in_surrogate(act_batch: Callable[[np.ndarray], np.ndarray], venv, starts: np.ndarray,
+                        seed: int = 0) -> SurrogateAssessment:
+    """One episode of ``act_batch`` in the surrogate ``venv`` (a :class:`SurrogateVecEnv`) from each start."""
+    returns, lengths = venv.rollout_returns(act_batch, starts, seed=seed)
+    return SurrogateAssessment(returns, lengths)

@@ -20,19 +20,34 @@ def _plt():
     return plt
 
 
-def plot_learning_curve(run: Run) -> Path | None:
+def _column(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+
+
+def plot_learning_curve(run: Run, summary: dict | None = None) -> Path | None:
     rows = run.read_metrics()
     if not rows:
         return None
     plt = _plt()
     # the agent of iteration k was trained on a model fitted to real_steps_fit real transitions
     x = np.array([r.get("real_steps_fit", r["real_steps_collect"]) for r in rows])
-    m = np.array([r["eval_return_mean"] for r in rows])
-    s = np.array([r["eval_return_std"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(x, m, "o-", label="real-env return (mean)")
-    ax.fill_between(x, m - s, m + s, alpha=0.25, label="± std")
-    summ = run.read_summary()
+    m = _column(rows, "surrogate_return_mean")
+    if np.isfinite(m).any():
+        ax.plot(x, m, "s-", color="tab:gray", label="surrogate estimate (mean over stored starts)")
+        ax.plot(x, _column(rows, "surrogate_return_min"), "v", color="tab:gray", ms=5, label="surrogate worst start")
+    m = _column(rows, "collect_return_mean")
+    if np.isfinite(m).any():
+        ax.plot(x, m, "o-", color="tab:green", label="real episodes collected with the policy (mean)")
+        ax.plot(x, _column(rows, "collect_return_min"), "v", color="tab:green", ms=5, label="collected, worst")
+    m = _column(rows, "eval_return_mean")
+    if np.isfinite(m).any():
+        s = _column(rows, "eval_return_std")
+        ax.plot(x, m, "o-", color="tab:blue", label="real evaluation (mean)")
+        ax.fill_between(x, m - s, m + s, color="tab:blue", alpha=0.25, label="± std")
+    summ = summary if summary is not None else run.read_summary()
+    if "eval_return_min" in summ:
+        ax.axhline(summ["eval_return_min"], color="tab:red", ls=":", lw=1, label="final, worst episode")
     if "eval_return_mean" in summ:
         ax.axhline(summ["eval_return_mean"], color="k", ls="--", lw=1,
                    label=f"final ({summ.get('eval_episodes', '?')} episodes)")
@@ -90,5 +105,5 @@ def plot_rollout(run: Run, steps: int = 100) -> Path | None:
     return p
 
 
-def plot_training(run: Run) -> list[Path]:
-    return [p for p in (plot_learning_curve(run), plot_rollout(run)) if p is not None]
+def plot_training(run: Run, summary: dict | None = None) -> list[Path]:
+    return [p for p in (plot_learning_curve(run, summary), plot_rollout(run)) if p is not None]

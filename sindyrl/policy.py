@@ -179,6 +179,7 @@ def distill(
     seed: int = 0,
     echo: Callable[..., None] = print,
     action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    assess: Callable | None = None,
 ) -> tuple[SparsePolicy, list[dict]]:
     """Distil a teacher policy into a :class:`SparsePolicy`.
 
@@ -193,8 +194,12 @@ def distill(
     cfg : DistillConfig
         Library degree, Fourier terms, ensemble size, passes, grid.
     evaluate : callable, optional
-        ``evaluate(policy) -> returns`` on the real env, called after every pass (reported, and used to keep the
-        best pass).
+        ``evaluate(policy) -> returns`` (e.g. on the real env), called after every pass (reported, and used to
+        keep the best pass when ``assess`` is not given).
+    assess : callable, optional
+        ``assess(act_batch) -> SurrogateAssessment``: the policy in the surrogate from many stored real states
+        (no real step). Called on the teacher once and after every pass; the pass with the best
+        ``score`` is kept. This is how :func:`distill_run` chooses.
     max_nnz : int, optional
         Size budget: candidates with more nonzero coefficients are not chosen.
 
@@ -238,20 +243,29 @@ def distill(
     Y = label(X)
     history: list[dict] = []
     best: tuple[float, SparsePolicy] | None = None
+    if assess is not None:
+        teacher_a = assess(neural_act)
+        echo(f"[distill] teacher in the surrogate: {teacher_a.describe()}")
     for k in range(cfg.passes):
         fit = _fit_grid(X, Y, list(obs_names), list(action_names), low, high, cfg, max_nnz, seed + k)
         pol = SparsePolicy(fit.model)
         rec = {"pass": k + 1, "n_states": len(X), "nnz": pol.nnz, "val_mse": fit.val_error,
                "threshold": fit.threshold, "alpha": fit.alpha}
+        score = -fit.val_error
+        if assess is not None:
+            a = assess(pol.act)
+            rec.update(surrogate_return_mean=a.mean, surrogate_return_min=a.min,
+                       surrogate_return_worst_decile=a.worst_decile, surrogate_failed_starts=a.n_failed)
+            score = a.score
         if evaluate is not None:
             ret = np.asarray(evaluate(pol))
             rec.update(return_mean=float(ret.mean()), return_std=float(ret.std()))
-            score = float(ret.mean())
-        else:
-            score = -fit.val_error
+            if assess is None:
+                score = float(ret.mean())
         history.append(rec)
         echo(f"[distill pass {k + 1}/{cfg.passes}] {len(X)} labelled states, {pol.nnz} nonzero coefficients, "
              f"held-out MSE {fit.val_error:.4g} (threshold {fit.threshold:g}, alpha {fit.alpha:g})"
+             + (f", surrogate return {a.describe()}" if assess is not None else "")
              + (f", real return {rec['return_mean']:.1f} ± {rec['return_std']:.1f}" if evaluate else ""))
         if best is None or score > best[0]:
             best = (score, pol)
@@ -265,9 +279,10 @@ def distill(
 
 
 def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
-    """The ``distill`` stage: fit ``models/policy.json`` and compare both policies on the real env."""
+    """The ``distill`` stage: fit ``models/policy.json``, choose among the passes in the surrogate, and confirm on
+    the real env on the same starts as the neural policy's final evaluation (whose returns are reused)."""
     from .dyna import build_surrogate
-    from .evaluation import evaluate_policy, sb3_act
+    from .evaluation import assess_in_surrogate, assessment_starts, evaluate_policy, sb3_act, sb3_act_batch
     from .reward import SINDyReward, known_reward
 
     cfg = run.config
@@ -285,26 +300,48 @@ def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
     def make_surrogate(n):
         return build_surrogate(cfg, dyn, reward, buffer, spec, cfg.seed + 777, n_envs=n)
 
-    pass_seed = cfg.seed + 50_000  # pass selection uses other episodes than the final comparison
+    # pass selection in the surrogate, from many stored real states: milliseconds, and no real step
+    judge = make_surrogate(1)
+    starts = assessment_starts(buffer, cfg.dyna.assess_starts, seed=cfg.seed + 31)
 
-    def evaluate(pol):
-        return evaluate_policy(pol.act, run.make_env, 5, seed=pass_seed)
+    def assess(act_batch):
+        return assess_in_surrogate(act_batch, judge, starts, seed=cfg.seed + 31)
 
     policy, history = distill(agent, make_surrogate, spec.obs_names, spec.action_names, dc, spec.unit_pairs,
-                              evaluate=evaluate, max_nnz=budget, seed=cfg.seed, echo=echo)
+                              max_nnz=budget, seed=cfg.seed, echo=echo, assess=assess)
     run.save_model("policy", policy.model)
     echo("  sparse policy:\n    " + "\n    ".join(policy.equations()))
-    n = dc.eval_episodes
-    neural = evaluate_policy(sb3_act(agent), run.make_env, n, seed=cfg.seed)
+    sparse_a = assess(policy.act)
+    neural_a = assess(sb3_act_batch(agent))
+    # the real comparison: the neural policy's final evaluation (same seeds) is reused when it is there
+    summary = run.read_summary()
+    prior = summary.get("eval_returns")
+    n = dc.eval_episodes if dc.eval_episodes is not None else int(summary.get("eval_episodes") or len(prior or [])
+                                                                   or 5)
+    real_steps = 0
+    if prior is not None and len(prior) == n and int(summary.get("seed", cfg.seed)) == cfg.seed:
+        neural = np.asarray(prior, dtype=np.float64)
+    else:
+        neural = evaluate_policy(sb3_act(agent), run.make_env, n, seed=cfg.seed)
+        real_steps += int(neural.lengths.sum())
     sparse = evaluate_policy(policy.act, run.make_env, n, seed=cfg.seed)
+    real_steps += int(sparse.lengths.sum())
     out = {
         "neural_policy_return_mean": float(neural.mean()), "neural_policy_return_std": float(neural.std()),
+        "neural_policy_return_min": float(neural.min()),
         "sparse_policy_return_mean": float(sparse.mean()), "sparse_policy_return_std": float(sparse.std()),
+        "sparse_policy_return_min": float(sparse.min()),
         "neural_policy_returns": neural.tolist(), "sparse_policy_returns": sparse.tolist(),
+        **neural_a.summary("neural_policy_surrogate_"), **sparse_a.summary("sparse_policy_surrogate_"),
         "neural_policy_params": n_params, "sparse_policy_nnz": policy.nnz,
         "sparse_policy_size_ratio": policy.nnz / n_params, "distill_history": history,
+        "real_steps_distill": real_steps,
     }
+    echo(f"[distill] surrogate from {len(starts)} stored starts: neural {neural_a.describe()} | sparse "
+         f"{sparse_a.describe()}")
     echo(f"[distill] real env, {n} episodes (seeds {cfg.seed}..{cfg.seed + n - 1}): neural {neural.mean():.1f} ± "
-         f"{neural.std():.1f} with {n_params} parameters | sparse {sparse.mean():.1f} ± {sparse.std():.1f} with "
-         f"{policy.nnz} nonzero coefficients ({100 * policy.nnz / n_params:.2f}% of the size)")
+         f"{neural.std():.1f} (worst {neural.min():.1f}) with {n_params} parameters | sparse {sparse.mean():.1f} ± "
+         f"{sparse.std():.1f} (worst {sparse.min():.1f}) with {policy.nnz} nonzero coefficients "
+         f"({100 * policy.nnz / n_params:.2f}% of the size); {real_steps} real steps")
     return out
+

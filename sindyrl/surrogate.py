@@ -185,14 +185,13 @@ class SurrogateVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
 
-    def step_wait(self) -> VecEnvStepReturn:
-        a = np.asarray(self._actions, dtype=np.float64).reshape(self.num_envs, -1)
-        a = np.clip(a, self._act_low, self._act_high)
-        obs = self._obs
-        cut = np.zeros(self.num_envs, dtype=bool)
+    def _transition(self, obs: np.ndarray, a: np.ndarray, members: np.ndarray):
+        """One batched model step: (next states, rewards, left the domain, non-finite, ensemble disagreement)."""
+        n = len(obs)
+        cut = np.zeros(n, dtype=bool)
         with np.errstate(all="ignore"):
             if self.ensemble_mode == "sample":
-                nxt = self.dynamics.predict_members(obs, a, self._member)
+                nxt = self.dynamics.predict_members(obs, a, members)
             else:
                 nxt = self.dynamics.predict(obs, a, self.ensemble_mode)
             if self.disagreement_threshold is not None and self.dynamics.n_models > 1:
@@ -204,8 +203,45 @@ class SurrogateVecEnv(VecEnv):
         # a state that left the domain ends the episode at the domain's edge: finite, and a bounded reward
         nxt[out] = np.clip(nxt[out], self.state_low, self.state_high)
         with np.errstate(all="ignore"):
-            r = np.asarray(self.reward_fn(obs, a, nxt), dtype=np.float64).reshape(self.num_envs)
+            r = np.asarray(self.reward_fn(obs, a, nxt), dtype=np.float64).reshape(n)
         r = np.where(np.isfinite(r), r, 0.0)
+        return nxt, r, out, bad, cut
+
+    def rollout_returns(self, act, starts: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Return and length of one surrogate episode from each start, all in one batch.
+
+        ``act`` maps a batch of observations (N, n_obs) to actions (N, n_act). Episodes end as in
+        :meth:`step` (horizon, leaving the model's domain, disagreement); nothing is auto-reset, and the
+        env's own episodes are not touched. In ``sample`` mode each start draws one member (from ``seed``).
+        This is how an agent is assessed from hundreds of stored real states in milliseconds, without
+        spending a real step.
+        """
+        obs = np.array(starts, dtype=np.float64, ndmin=2)
+        if obs.shape[1] != self.observation_space.shape[0]:
+            raise ValueError(f"starts must be (N, {self.observation_space.shape[0]}), got {obs.shape}")
+        n = len(obs)
+        members = np.random.default_rng(seed).integers(self.dynamics.n_models, size=n)
+        returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+        alive = np.ones(n, dtype=bool)
+        dtype = self.observation_space.dtype
+        for _ in range(self.horizon):
+            idx = np.flatnonzero(alive)
+            if idx.size == 0:
+                break
+            a = np.asarray(act(obs[idx].astype(dtype)), dtype=np.float64).reshape(idx.size, -1)
+            a = np.clip(a, self._act_low, self._act_high)
+            nxt, r, out, bad, cut = self._transition(obs[idx], a, members[idx])
+            obs[idx] = nxt
+            returns[idx] += r
+            lengths[idx] += 1
+            alive[idx[out | bad | cut]] = False
+        return returns, lengths
+
+    def step_wait(self) -> VecEnvStepReturn:
+        a = np.asarray(self._actions, dtype=np.float64).reshape(self.num_envs, -1)
+        a = np.clip(a, self._act_low, self._act_high)
+        obs = self._obs
+        nxt, r, out, bad, cut = self._transition(obs, a, self._member)
         self._t += 1
         self._ep_return += r
         timeout = self._t >= self.horizon

@@ -52,14 +52,36 @@ def test_dyna_runs_writes_artifacts_and_resumes_after_crash(tmp_path, monkeypatc
     rows = run.read_metrics()
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
     for col in ("real_steps_collect", "real_steps_eval", "surrogate_steps", "eval_return_mean", "eval_return_std",
-                "model_one_step_error", "wall_seconds"):
+                "surrogate_return_mean", "surrogate_return_min", "collect_return_mean", "model_one_step_error",
+                "wall_seconds"):
         assert col in rows[0]
     assert summary["real_steps_collect"] == 500
-    assert summary["surrogate_steps"] == 1024 + 512 + 512 or summary["surrogate_steps"] >= 2048
+    assert summary["real_steps_eval"] == 3 * 50  # one opt-in evaluation episode per iteration
+    assert summary["real_steps_final_eval"] == 2 * 50
+    assert summary["surrogate_steps"] >= 1024 + 512 + 512
     assert len(summary["eval_returns"]) == 2
-    for f in ("models/dynamics.json", "agent/agent.zip", "metrics.csv", "summary.json", "manifest.json",
+    assert summary["surrogate_starts"] > 0 and summary["surrogate_return_min"] <= summary["surrogate_return_mean"]
+    for f in ("models/dynamics.json", "agent/agent.zip", "metrics.csv", "manifest.json", "state.json",
               "plots/learning_curve.png", "plots/model_rollout.png", "config.yaml"):
         assert (run.path / f).is_file(), f
+    assert not (run.path / "summary.json").is_file()  # the pipeline is the only writer of summary.json
+
+
+def test_default_learning_curve_spends_no_real_step_on_evaluation(tmp_path):
+    """By default the curve is the collected episodes' return plus the surrogate estimate; the only real
+    evaluation is the final one, sized so that it costs at most half the collected steps."""
+    data = dict(TINY, dyna={"iterations": 2})
+    cfg = config_from_dict(data)
+    run = Run.create(cfg, root=tmp_path, name="r")
+    summary = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    assert summary["real_steps_eval"] == 0
+    assert summary["real_steps_collect"] == 400
+    assert summary["eval_episodes"] == 4  # 400 collected real steps pay for 4 episodes of 50 steps
+    assert summary["real_steps_final_eval"] <= summary["real_steps_collect"] / 2
+    rows = run.read_metrics()
+    assert rows[0]["eval_return_mean"] is None and rows[0]["collect_return_mean"] is not None
+    assert rows[0]["collect_episodes"] == 2  # 100 steps with the policy: two 50-step episodes
+    assert all(r["surrogate_starts"] > 0 for r in rows)
 
 
 def test_cli_fit_prints_equations(tmp_path, capsys):

@@ -100,19 +100,22 @@ def test_bad_arguments():
         SurrogateVecEnv(object(), known_reward("pendulum"), starts(), OBS, ACT, horizon=5)
 
 
-def test_ppo_learns_in_the_surrogate_and_beats_random_on_the_real_env():
-    """Learning through the surrogate works: a short PPO run on the exact model swings the real pendulum better
-    than random actions."""
-    from stable_baselines3 import PPO
+def test_sac_learns_in_the_surrogate_and_beats_random_on_the_real_env(seed):
+    """Learning through the surrogate works: a short SAC run on the exact model swings the real pendulum up,
+    for any seed (SAC rather than PPO: PPO at a test-sized budget is a coin toss between seeds and CPUs)."""
+    from stable_baselines3 import SAC
 
     from sindyrl.evaluation import evaluate_policy
 
-    venv = SurrogateVecEnv(pendulum_model(), known_reward("pendulum"), starts(400), OBS, ACT, horizon=200,
-                           n_envs=8, seed=0)
-    agent = PPO("MlpPolicy", venv, n_steps=256, batch_size=256, gamma=0.9, learning_rate=1e-3, use_sde=True,
-                sde_sample_freq=4, seed=0, device="cpu")
-    agent.learn(40_000)
-    trained = evaluate_policy(lambda o: agent.predict(o, deterministic=True)[0], lambda: gym.make("Pendulum-v1"), 6)
-    rng = np.random.default_rng(0)
-    rand = evaluate_policy(lambda o: rng.uniform(-2, 2, 1), lambda: gym.make("Pendulum-v1"), 6)
-    assert trained.mean() > rand.mean() + 300, (trained, rand)
+    venv = SurrogateVecEnv(pendulum_model(), known_reward("pendulum"), starts(400, seed), OBS, ACT, horizon=200,
+                           n_envs=1, seed=seed)
+    agent = SAC("MlpPolicy", venv, learning_rate=1e-3, learning_starts=200, seed=seed, device="cpu",
+                policy_kwargs={"net_arch": [64, 64]})
+    agent.learn(6_000)
+    make = lambda: gym.make("Pendulum-v1")  # noqa: E731
+    trained = evaluate_policy(lambda o: agent.predict(o, deterministic=True)[0], make, 6, seed=100 + seed)
+    rng = np.random.default_rng(seed)
+    rand = evaluate_policy(lambda o: rng.uniform(-2, 2, 1), make, 6, seed=100 + seed)
+    # random actions score about -1,200; a policy that swings up and holds scores about -150 to -400
+    assert rand.mean() < -800, rand
+    assert trained.mean() > -600, (trained, rand)

@@ -149,6 +149,9 @@ def effective_rank(features: th.Tensor, delta: float = 0.01) -> int:
     """Effective rank ``srank_delta`` of a feature matrix (Kumar et al., 2021).
 
     The smallest k such that the k largest singular values hold at least ``1 - delta`` of their sum.
+    Singular values below ``max(B, d) * eps * s_max`` (``eps`` of the input's dtype) are rounding noise and count as zero, as in
+    :func:`numpy.linalg.matrix_rank`: without that, ``delta=0`` counts noise whose size depends on the
+    BLAS kernel, so the answer would differ between CPUs.
 
     Parameters
     ----------
@@ -165,12 +168,17 @@ def effective_rank(features: th.Tensor, delta: float = 0.01) -> int:
     if not 0.0 <= delta < 1.0:
         raise ValueError(f"delta must be in [0, 1), got {delta}")
     with th.no_grad():
-        s = th.linalg.svdvals(features.double())
-        total = s.sum()
-        if total <= 0:
+        # the tolerance follows the input's precision: float32 features carry float32 rounding noise
+        eps = th.finfo(features.dtype if features.dtype.is_floating_point else th.float64).eps
+        x = features.double()
+        s = th.linalg.svdvals(x)
+        if s.numel() == 0 or s[0] <= 0:
             return 0
-        cum = th.cumsum(s, 0) / total
-        return min(int((cum < 1.0 - delta).sum().item()) + 1, s.numel())
+        tol = s[0] * max(x.shape) * eps
+        s = s[s > tol]
+        cum = th.cumsum(s, 0) / s.sum()
+        # a relative slack on the threshold keeps cum == 1 - delta exactly (up to rounding) on the same side
+        return min(int((cum < (1.0 - delta) * (1.0 - 1e-12)).sum().item()) + 1, s.numel())
 
 
 class BEER(TD3):
