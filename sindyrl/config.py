@@ -42,6 +42,10 @@ class EnvConfig:
     #: pairs of observation names that are (cos, sin) of one angle
     unit_pairs: list[list[str]] = field(default_factory=list)
     max_episode_steps: int | None = None
+    #: where episodes end in the surrogate: None (automatic: the env id's built-in termination, else one
+    #: learned from the real data's ``terminated`` flags when there are any), ``none``, ``learned``, a
+    #: built-in name or ``"module:function"`` (batched ``(obs, action, next_obs) -> bool``)
+    termination: str | None = None
 
 
 @dataclass

@@ -47,6 +47,7 @@ from .evaluation import (
 from .reward import SINDyReward, known_reward
 from .runs import Run, algorithm_class
 from .surrogate import SurrogateVecEnv
+from .termination import BUILTIN_TERMINATIONS, BoxTermination, resolve_termination
 
 __all__ = ["Dyna", "DynaState", "ProgressCallback", "build_surrogate", "fit_models", "final_eval_episodes"]
 
@@ -65,6 +66,11 @@ def fit_models(cfg: Config, buffer: TransitionBuffer, spec, seed: int):
         dyn = SINDyDynamics.from_config(cfg.dynamics, spec.obs_names, spec.action_names, spec.unit_pairs,
                                         seed).fit(buffer, val_mask)
     scores = dict(dyn.scores_)
+    if buffer.terminated.any() and cfg.env.termination in (None, "learned") and cfg.env.id not in BUILTIN_TERMINATIONS:
+        # how well a rule learned on the training episodes finds the episode ends of the held-out ones
+        rule = BoxTermination.fit(buffer.next_obs[train_mask], buffer.terminated[train_mask], spec.obs_names)
+        if val_mask.any():
+            scores.update(rule.score(buffer.next_obs[val_mask], buffer.terminated[val_mask]))
     if cfg.reward.known:
         reward = known_reward(cfg.reward.known)
     else:
@@ -74,9 +80,15 @@ def fit_models(cfg: Config, buffer: TransitionBuffer, spec, seed: int):
 
 
 def build_surrogate(cfg: Config, dynamics, reward, buffer: TransitionBuffer, spec, seed: int,
-                    n_envs: int | None = None) -> SurrogateVecEnv:
-    """The batched surrogate of a config, reset from every stored real state."""
+                    n_envs: int | None = None, termination="auto") -> SurrogateVecEnv:
+    """The batched surrogate of a config, reset from every stored real state.
+
+    ``termination="auto"`` resolves ``env.termination`` (see :func:`sindyrl.termination.resolve_termination`).
+    """
     import gymnasium as gym
+
+    if isinstance(termination, str) and termination == "auto":
+        termination = resolve_termination(cfg.env.termination, cfg.env.id, buffer, spec.obs_names)
 
     horizon = cfg.surrogate.horizon or spec.horizon or 1000
     lo = np.minimum(buffer.obs.min(0), buffer.next_obs.min(0))
@@ -86,7 +98,7 @@ def build_surrogate(cfg: Config, dynamics, reward, buffer: TransitionBuffer, spe
     return SurrogateVecEnv(
         dynamics, reward, buffer.obs, obs_space, act_space, horizon, n_envs=n_envs or cfg.agent.n_envs,
         ensemble_mode=cfg.surrogate.ensemble_mode, state_bounds=(lo, hi), bounds_margin=cfg.surrogate.bounds_margin,
-        disagreement_threshold=cfg.surrogate.disagreement_threshold, seed=seed,
+        disagreement_threshold=cfg.surrogate.disagreement_threshold, seed=seed, termination=termination,
     )
 
 
@@ -245,10 +257,18 @@ class Dyna:
             run.save_model("dynamics", sparse)
         if not cfg.reward.known:
             run.save_model("reward", reward.model_)
+        term = resolve_termination(cfg.env.termination, cfg.env.id, buffer, self.spec.obs_names)
+        if isinstance(term, BoxTermination):
+            run.save_termination(term)
         size = f"{sparse.nnz} terms, {sparse.n_models} members" if sparse is not None else f"{dyn.n_models} networks"
         self.echo(f"[fit {it + 1}/{cfg.dyna.iterations}] dynamics on {len(buffer)} transitions: {size}, one-step "
                   f"error {scores['model_one_step_error']:.4f}, {cfg.dynamics.rollout_steps}-step rollout error "
                   f"{scores['model_rollout_error']:.4f}")
+        if term is not None and (first or isinstance(term, BoxTermination)):
+            held = (f" (held-out episodes: {100 * scores['termination_recall']:.0f}% of the ends found, "
+                    f"{100 * scores['termination_false_alarm']:.2f}% false alarms)"
+                    if "termination_recall" in scores else "")
+            self.echo(f"  episode ends: {term.describe()}{held}")
         if first and sparse is not None:
             self.echo("  learned dynamics:\n    " + "\n    ".join(dyn.equations()))
             if not cfg.reward.known:

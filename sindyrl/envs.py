@@ -28,6 +28,11 @@ KNOWN_NAMES: dict[str, dict] = {
     "dm_control/cartpole-balance-v0": {
         "obs": ["x", "cos_th", "sin_th", "x_dot", "th_dot"], "act": ["u"], "unit_pairs": [["cos_th", "sin_th"]],
     },
+    "InvertedPendulum-v5": {"obs": ["x", "th", "x_dot", "th_dot"], "act": ["u"], "unit_pairs": []},
+    "InvertedDoublePendulum-v5": {
+        "obs": ["x", "sin_th1", "sin_th2", "cos_th1", "cos_th2", "x_dot", "th1_dot", "th2_dot", "f_constraint"],
+        "act": ["u"], "unit_pairs": [["cos_th1", "sin_th1"], ["cos_th2", "sin_th2"]],
+    },
     "Swimmer-v5": {
         "obs": ["th0", "th1", "th2", "vx", "vy", "w0", "w1", "w2"], "act": ["u0", "u1"], "unit_pairs": [],
     },

@@ -56,6 +56,23 @@ def _swimmer(obs, action, next_obs):
     return next_obs[:, 3] - 1e-4 * np.sum(action**2, axis=1)
 
 
+def _inverted_pendulum(obs, action, next_obs):
+    """InvertedPendulum-v5: 1 for every step after which the pole is still upright (|angle| <= 0.2)."""
+    from .termination import BUILTIN_TERMINATIONS
+
+    return (~BUILTIN_TERMINATIONS["InvertedPendulum-v5"](obs, action, next_obs)).astype(np.float64)
+
+
+def _inverted_double_pendulum(obs, action, next_obs):
+    """InvertedDoublePendulum-v5: 10 while the tip is above 1 m, minus the tip's distance from (0, 2) and the
+    links' velocities (the observed velocities are clipped to ±10, as the env's are not: close, not exact)."""
+    from .termination import double_pendulum_tip
+
+    x, height = double_pendulum_tip(next_obs)
+    alive = 10.0 * (height > 1.0)
+    return alive - (0.01 * x**2 + (height - 2.0) ** 2) - (1e-3 * next_obs[:, 6] ** 2 + 5e-3 * next_obs[:, 7] ** 2)
+
+
 #: Built-in known rewards, by name and by the env ids they belong to.
 BUILTIN_REWARDS: dict[str, RewardFn] = {
     "pendulum": _pendulum,
@@ -64,6 +81,10 @@ BUILTIN_REWARDS: dict[str, RewardFn] = {
     "dm_control/cartpole-swingup-v0": _cartpole_swingup,
     "swimmer": _swimmer,
     "Swimmer-v5": _swimmer,
+    "inverted_pendulum": _inverted_pendulum,
+    "InvertedPendulum-v5": _inverted_pendulum,
+    "inverted_double_pendulum": _inverted_double_pendulum,
+    "InvertedDoublePendulum-v5": _inverted_double_pendulum,
 }
 
 

@@ -200,6 +200,19 @@ class Run:
         model.to_json(p)
         return p
 
+    def save_termination(self, rule) -> Path:
+        """``models/termination.json``: a learned episode-end rule (:class:`sindyrl.termination.BoxTermination`)."""
+        p = self.models_dir / "termination.json"
+        atomic_write(p, json.dumps(rule.to_dict(), indent=1))
+        return p
+
+    def load_termination(self):
+        """The learned episode-end rule of this run, or None when it has none."""
+        from .termination import BoxTermination
+
+        p = self.models_dir / "termination.json"
+        return BoxTermination.from_dict(json.loads(p.read_text())) if p.is_file() else None
+
     def load_data(self):
         from .data import TransitionBuffer
 

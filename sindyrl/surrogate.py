@@ -4,12 +4,15 @@
 one batched evaluation of the dynamics model (SB3 auto-reset semantics);
 :class:`SurrogateEnv` is a single-copy ``gymnasium.Env`` on the same code.
 
-Episodes start from stored real states. An episode is *truncated* (not
-terminated) when the predicted state leaves the data's bounds by more than a
-margin, when ensemble members disagree beyond a threshold, or at the horizon:
-leaving the model's domain says nothing about the true task, and treating it
-as terminal would reward a policy for escaping when rewards are negative.
-No NaN ever leaves ``step``.
+Episodes start from stored real states. An episode is *terminated* where the
+task ends (a ``termination(obs, action, next_obs)`` function, known or learned:
+see :mod:`sindyrl.termination`), and *truncated* when the predicted state
+leaves the data's bounds by more than a margin, when ensemble members disagree
+beyond a threshold, or at the horizon: leaving the model's domain says nothing
+about the true task, and treating it as terminal would reward a policy for
+escaping when rewards are negative. SB3 bootstraps truncated episodes and not
+terminated ones (``TimeLimit.truncated`` in ``info``), as gymnasium's
+``terminated``/``truncated`` say. No NaN ever leaves ``step``.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ class SurrogateVecEnv(VecEnv):
         Cut an episode when the ensemble's largest per-state standard
         deviation (relative to the bounds' width) passes this.
     seed : int
+    termination : callable, optional
+        ``termination(obs, action, next_obs) -> (N,) bool``: where the task
+        ends (the episode is terminated, not truncated).
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class SurrogateVecEnv(VecEnv):
         bounds_margin: float = 0.2,
         disagreement_threshold: float | None = None,
         seed: int = 0,
+        termination=None,
     ):
         if ensemble_mode not in ("median", "mean", "sample"):
             raise ValueError(f"ensemble_mode must be median, mean or sample, got {ensemble_mode!r}")
@@ -137,6 +144,7 @@ class SurrogateVecEnv(VecEnv):
             raise ValueError(f"horizon and n_envs must be >= 1, got {horizon}, {n_envs}")
         self.dynamics = _as_predictor(dynamics)
         self.reward_fn = reward
+        self.termination_fn = termination
         self.reset_states = reset_states
         self.horizon = int(horizon)
         self.ensemble_mode = ensemble_mode
@@ -186,7 +194,10 @@ class SurrogateVecEnv(VecEnv):
         self._actions = actions
 
     def _transition(self, obs: np.ndarray, a: np.ndarray, members: np.ndarray):
-        """One batched model step: (next states, rewards, left the domain, non-finite, ensemble disagreement)."""
+        """One batched model step: (next states, rewards, terminated, left the domain, non-finite, disagreement).
+
+        Termination is decided on the predicted state before it is clipped to the domain, and takes
+        precedence: a task that ended has ended, wherever the model went."""
         n = len(obs)
         cut = np.zeros(n, dtype=bool)
         with np.errstate(all="ignore"):
@@ -199,13 +210,16 @@ class SurrogateVecEnv(VecEnv):
                 cut |= ~(np.nanmax(spread, axis=1) <= self.disagreement_threshold)
         bad = ~np.all(np.isfinite(nxt), axis=1)
         nxt[bad] = obs[bad]
-        out = np.any((nxt < self.state_low) | (nxt > self.state_high), axis=1)
+        term = np.zeros(n, dtype=bool)
+        if self.termination_fn is not None:
+            term = np.asarray(self.termination_fn(obs, a, nxt), dtype=bool).reshape(n) & ~bad
+        out = np.any((nxt < self.state_low) | (nxt > self.state_high), axis=1) & ~term
         # a state that left the domain ends the episode at the domain's edge: finite, and a bounded reward
         nxt[out] = np.clip(nxt[out], self.state_low, self.state_high)
         with np.errstate(all="ignore"):
             r = np.asarray(self.reward_fn(obs, a, nxt), dtype=np.float64).reshape(n)
         r = np.where(np.isfinite(r), r, 0.0)
-        return nxt, r, out, bad, cut
+        return nxt, r, term, out, bad, cut & ~term
 
     def rollout_returns(self, act, starts: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Return and length of one surrogate episode from each start, all in one batch.
@@ -230,30 +244,32 @@ class SurrogateVecEnv(VecEnv):
                 break
             a = np.asarray(act(obs[idx].astype(dtype)), dtype=np.float64).reshape(idx.size, -1)
             a = np.clip(a, self._act_low, self._act_high)
-            nxt, r, out, bad, cut = self._transition(obs[idx], a, members[idx])
+            nxt, r, term, out, bad, cut = self._transition(obs[idx], a, members[idx])
             obs[idx] = nxt
             returns[idx] += r
             lengths[idx] += 1
-            alive[idx[out | bad | cut]] = False
+            alive[idx[term | out | bad | cut]] = False
         return returns, lengths
 
     def step_wait(self) -> VecEnvStepReturn:
         a = np.asarray(self._actions, dtype=np.float64).reshape(self.num_envs, -1)
         a = np.clip(a, self._act_low, self._act_high)
         obs = self._obs
-        nxt, r, out, bad, cut = self._transition(obs, a, self._member)
+        nxt, r, term, out, bad, cut = self._transition(obs, a, self._member)
         self._t += 1
         self._ep_return += r
         timeout = self._t >= self.horizon
-        done = timeout | out | bad | cut
+        done = term | timeout | out | bad | cut
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         self._obs = nxt
         obs_out = nxt.copy()
         for i in np.flatnonzero(done):
             infos[i]["terminal_observation"] = nxt[i].astype(self.observation_space.dtype)
-            infos[i]["TimeLimit.truncated"] = True
+            # SB3 bootstraps from the terminal observation only where the episode was truncated
+            infos[i]["TimeLimit.truncated"] = not term[i]
             infos[i]["episode"] = {"r": float(self._ep_return[i]), "l": int(self._t[i])}
-            infos[i]["surrogate_cut"] = "bounds" if out[i] else "nonfinite" if bad[i] else "disagreement" if cut[i] else "horizon"
+            infos[i]["surrogate_cut"] = ("terminated" if term[i] else "bounds" if out[i] else "nonfinite" if bad[i]
+                                         else "disagreement" if cut[i] else "horizon")
         if done.any():
             self._reset_rows(done)
             obs_out[done] = self._obs[done]
@@ -292,8 +308,8 @@ class SurrogateEnv(gym.Env):
     """Single-copy gymnasium view of the surrogate (``check_env`` compatible).
 
     Takes the same arguments as :class:`SurrogateVecEnv` except ``n_envs``.
-    ``terminated`` is always False; leaving the model's domain or the horizon
-    sets ``truncated``.
+    ``terminated`` is set where the termination function says the task ended;
+    leaving the model's domain or the horizon sets ``truncated``.
     """
 
     metadata = {"render_modes": []}
@@ -321,5 +337,6 @@ class SurrogateEnv(gym.Env):
             # keep the finished state visible until the caller resets
             v._obs[0] = final
             obs = final[None]
-        truncated = bool(done[0])
-        return obs[0], float(r[0]), False, truncated, info
+        terminated = info.get("surrogate_cut") == "terminated"
+        truncated = bool(done[0]) and not terminated
+        return obs[0], float(r[0]), terminated, truncated, info

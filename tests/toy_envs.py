@@ -31,3 +31,8 @@ class LinearEnv(gym.Env):
 
 def reward(obs, action, next_obs):
     return -(np.sum(obs**2, axis=1) + 0.1 * np.sum(action**2, axis=1))
+
+
+def termination(obs, action, next_obs):
+    """Episode end for tests of ``env.termination: "module:function"``: the first state leaves [-2, 2]."""
+    return np.abs(next_obs[:, 0]) > 2.0
