@@ -35,7 +35,7 @@ def test_known_and_learned_terminations_end_where_the_real_env_does_on_held_out_
     assert score["termination_false_alarm"] <= 0.01, (rule.describe(), score)
     # the rule it finds is the env's own: the pole angle beyond about 0.2 rad, in both directions
     assert {(names[k], side) for k, side, _ in rule.conditions} == {("th", "above"), ("th", "below")}
-    for _, side, thr in rule.conditions:
+    for _, _, thr in rule.conditions:
         assert abs(abs(thr) - 0.2) < 0.03
     assert "th >" in rule.describe() and "th <" in rule.describe()
     assert BoxTermination.from_dict(rule.to_dict()).conditions == rule.conditions
@@ -76,7 +76,7 @@ def test_surrogate_terminates_where_the_task_ends_and_truncates_elsewhere():
     venv = SurrogateVecEnv(_drift_model(), reward, starts, obs, act, horizon=100, n_envs=2, termination=ends,
                            state_bounds=(np.array([-10.0]), np.array([10.0])))
     venv.reset()
-    for k in range(5):
+    for _ in range(5):
         _, _, done, infos = venv.step(np.zeros((2, 1)))
     assert done.all()
     assert all(i["surrogate_cut"] == "terminated" and i["TimeLimit.truncated"] is False for i in infos)
