@@ -128,7 +128,7 @@ class SINDyReward:
                    cfg.normalize_columns, seed)
 
     def fit(self, buffer: TransitionBuffer, val_mask: np.ndarray | None = None) -> SINDyReward:
-        from .dynamics import fit_sparse_regression
+        from .regression import fit_sparse_regression  # pysindy: imported only when a reward is fitted
 
         train = np.ones(len(buffer), dtype=bool) if val_mask is None else ~val_mask
         if train.sum() < 2:
@@ -136,7 +136,7 @@ class SINDyReward:
         model, _ = fit_sparse_regression(
             buffer.obs[train], buffer.actions[train], buffer.rewards[train][:, None], self.library,
             self.obs_names + self.action_names, ["r"], self.threshold, self.alpha, self.n_models, self.seed,
-            normalize_columns=self.normalize_columns, name="reward",
+            normalize_columns=self.normalize_columns, name="reward", discrete_time=False,
         )
         self.model_ = model
         mask = val_mask if val_mask is not None and val_mask.any() else train

@@ -70,11 +70,21 @@ def test_divergent_members_are_dropped():
     # make member 0 explode and re-validate
     bad = m.ensemble.copy()
     bad[0, 1, :] += 5.0
-    dyn.model_ = m.with_coef(m.coef, ensemble=bad)
-    errs = dyn._validate_members(buf, np.ones(len(buf), dtype=bool))
+    kept, errs = dyn._validate_members(m.with_coef(m.coef, ensemble=bad), None, buf, np.ones(len(buf), dtype=bool))
     assert not np.isfinite(errs[0]) or errs[0] > 5 * np.median(errs[1:])
-    assert dyn.model_.n_models == n_before - 1
+    assert len(kept) == n_before - 1
+    np.testing.assert_array_equal(kept, bad[1:])
 
+
+
+def test_reference_fit_replaces_members_that_are_all_far_worse():
+    buf = _simulate(seed=1)
+    dyn = SINDyDynamics(["x0", "x1"], ["u"], threshold=0.02, n_models=4, seed=0, rollout_steps=10).fit(buf)
+    m = dyn.model_
+    worse = m.ensemble + 0.3 * (m.ensemble != 0)
+    kept, errs = dyn._validate_members(m.with_coef(m.coef, ensemble=worse), m.coef, buf, np.ones(len(buf), bool))
+    assert len(errs) == len(worse)
+    np.testing.assert_array_equal(kept, m.coef[None])
 
 def test_rollout_shapes_and_unit_pairs():
     buf = _simulate()

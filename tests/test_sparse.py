@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sindyrl.config import LibraryConfig
-from sindyrl.dynamics import build_library
+from sindyrl.regression import build_library
 from sindyrl.sparse import SparseModel
 
 
