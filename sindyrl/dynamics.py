@@ -210,10 +210,10 @@ class SINDyDynamics:
         agg = np.median(kept, axis=0) if self.aggregate == "median" else np.mean(kept, axis=0)
         self.model_ = members.with_coef(agg, ensemble=kept)
         self.scores_ = self.score(buffer, check)
-        self.model_ = self.model_.with_coef(self.model_.coef, metadata={
-            "threshold": self.threshold, "alpha": self.alpha, "residual": self.residual,
-            "n_train": int(train.sum()), "members_kept": int(self.model_.n_models), **self.scores_,
-        })
+        self.model_ = self.model_.with_metadata(
+            threshold=self.threshold, alpha=self.alpha, residual=self.residual, n_train=int(train.sum()),
+            members_kept=int(self.model_.n_models), **self.scores_,
+        )
         return self
 
     def _check_fitted(self) -> None:

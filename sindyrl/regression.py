@@ -158,5 +158,5 @@ def fit_sparse_regression(
     finally:
         np.random.set_state(state)
     if model.ensemble is None:
-        model = model.with_coef(model.coef, ensemble=model.coef[None])
+        model = model.with_ensemble(model.coef[None])
     return model, fitted

@@ -143,7 +143,7 @@ class SINDyReward:
         pred = self(buffer.obs[mask], buffer.actions[mask], buffer.next_obs[mask])
         scale = max(float(buffer.rewards.std()), 1e-8)
         self.scores_ = {"reward_error": float(np.sqrt(np.mean((pred - buffer.rewards[mask]) ** 2)) / scale)}
-        self.model_.metadata.update(self.scores_)
+        self.model_ = model.with_metadata(**self.scores_)
         return self
 
     def __call__(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray | None = None) -> np.ndarray:
