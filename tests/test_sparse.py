@@ -194,3 +194,14 @@ def test_sparse_module_imports_only_numpy_and_the_atomic_writer():
     assert imported(sindyrl.sparse) - ours <= set(sys.stdlib_module_names) | {"numpy"}
     assert imported(sindyrl.atomic) <= set(sys.stdlib_module_names)
 
+
+
+def test_active_terms_of_the_aggregate_of_other_coefficients_and_of_members():
+    m = _random_model()
+    coef = np.zeros_like(m.coef)
+    coef[1, 3] = 2.0
+    coef[0, 1] = -1.0
+    assert m.active_terms(coef=coef).tolist() == [1, 3]
+    assert m.with_coef(coef).active_terms().tolist() == [1, 3]
+    assert m.with_coef(coef).active_terms(include_ensemble=True).tolist() == list(range(m.n_terms))
+    np.testing.assert_allclose(m.evaluate(np.ones(3), coef=coef), m.with_coef(coef).evaluate(np.ones(3)))
