@@ -3,12 +3,18 @@
 The regression itself is :func:`sindyrl.regression.fit_sparse_regression`.
 Ensemble members whose rollouts on held-out episodes diverge are dropped
 before the aggregate is taken.
+
+:class:`DynamicsModel` is the protocol every learned dynamics model follows
+(this E-SINDy model, and the neural-network ensemble of
+:mod:`sindyrl.nn_dynamics`), so the Dyna loop and the surrogate need not know
+which one they hold.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -17,7 +23,7 @@ from .data import TransitionBuffer
 from .regression import fit_sparse_regression
 from .sparse import SparseModel
 
-__all__ = ["SINDyDynamics", "rollout", "prediction_errors"]
+__all__ = ["DynamicsModel", "SINDyDynamics", "rollout", "prediction_errors"]
 
 log = logging.getLogger("sindyrl")
 
@@ -84,6 +90,47 @@ def _windows(buf: TransitionBuffer, mask: np.ndarray, length: int, max_windows: 
     if len(starts) > max_windows:
         starts = np.random.default_rng(seed).choice(starts, max_windows, replace=False)
     return starts
+
+
+class DynamicsModel(Protocol):
+    """A learned model of discrete-time controlled dynamics x[k+1] = f(x[k], u[k]), fitted on real transitions.
+
+    :class:`SINDyDynamics` (E-SINDy) and :class:`sindyrl.nn_dynamics.NNEnsembleDynamics` (Dyna-NN) follow it.
+    scikit-learn style: the constructor only stores settings, ``fit`` returns the model, fitted state ends in
+    ``_``, and everything but the names and ``n_models`` needs a fitted model.
+    """
+
+    @property
+    def obs_names(self) -> list[str]:
+        """Names of the states (observations), in column order."""
+
+    @property
+    def action_names(self) -> list[str]:
+        """Names of the controls (actions), in column order."""
+
+    @property
+    def n_models(self) -> int:
+        """Ensemble size asked for (a constructor argument); E-SINDy may keep fewer (``sparse_model.n_models``)."""
+
+    @property
+    def scores_(self) -> dict[str, float]:
+        """Scores of the last fit on its held-out transitions (``model_one_step_error``, ``model_rollout_error``...)."""
+
+    @property
+    def sparse_model(self) -> SparseModel | None:
+        """The fitted model as a :class:`SparseModel` (inputs: states then actions), or None if it has none."""
+
+    def fit(self, buffer: TransitionBuffer, val_mask: np.ndarray | None = None) -> DynamicsModel:
+        """Fit on the transitions of ``buffer`` outside ``val_mask`` (validated on those inside); returns self."""
+
+    def predict(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Next states of a batch with the ensemble's aggregate: (N, n_obs), (N, n_act) -> (N, n_obs)."""
+
+    def score(self, buffer: TransitionBuffer, mask: np.ndarray | None = None) -> dict[str, float]:
+        """One-step and k-step rollout error on ``mask`` (RMS, in units of each state's std)."""
+
+    def equations(self, precision: int = 3) -> list[str]:
+        """One readable line per state (``x0' = 0.9 x0 + 0.1 u``); empty for a model with no equations."""
 
 
 class SINDyDynamics:
@@ -280,5 +327,12 @@ class SINDyDynamics:
         return prediction_errors(self.model_, buffer, mask, self.rollout_steps, self.seed)
 
     def equations(self, precision: int = 3) -> list[str]:
+        """One readable line per state, e.g. ``"x0' = 0.9 x0 + 0.1 x1"``."""
         self._check_fitted()
         return self.model_.equations(precision, lhs=[f"{n}'" for n in self.obs_names])
+
+    @property
+    def sparse_model(self) -> SparseModel:
+        """The fitted E-SINDy model (aggregate coefficients and the members kept)."""
+        self._check_fitted()
+        return self.model_
