@@ -24,7 +24,8 @@ import pysindy as ps
 
 from sindyrl.config import LibraryConfig
 from sindyrl.data import collect
-from sindyrl.dynamics import SINDyDynamics, build_library
+from sindyrl.dynamics import SINDyDynamics
+from sindyrl.regression import build_library
 from sindyrl.reward import known_reward
 from sindyrl.surrogate import SurrogateVecEnv
 

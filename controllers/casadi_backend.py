@@ -54,7 +54,7 @@ def casadi_expr(model: SparseModel, x: Symbolic, coef: np.ndarray | None = None)
     C = model.coef if coef is None else np.asarray(coef, dtype=np.float64)
     if C.shape != model.coef.shape:
         raise ValueError(f"{model.name}: coef has shape {C.shape}, expected {model.coef.shape}")
-    active = np.flatnonzero(np.any(C != 0, axis=0))
+    active = model.active_terms(coef=C)
     cache: dict = {}
     feats = []
     for k in active:

@@ -160,7 +160,7 @@ def sparse_model_to_onnx(
         return factors[f]
 
     C = model.coef
-    active = np.flatnonzero(np.any(C != 0, axis=0))
+    active = model.active_terms()
     names = model.term_names()
     term_cols: list[str] = []
     term_idx: list[int] = []

@@ -6,8 +6,7 @@ so nothing downstream (model fits, surrogate resets) ever sees it.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+
+from .atomic import atomic_write
 
 __all__ = ["TransitionBuffer", "collect", "RandomPolicy"]
 
@@ -121,16 +122,9 @@ class TransitionBuffer:
     # ---------------------------------------------------------------- files
     def save(self, path: str | Path) -> None:
         """Atomic write (temp file + rename): a crash never leaves a half-written buffer."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **{f: getattr(self, f) for f in _FIELDS})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{f: getattr(self, f) for f in _FIELDS})
+        atomic_write(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> TransitionBuffer:

@@ -1,127 +1,31 @@
 """E-SINDy dynamics with control: x[k+1] = Theta(x[k], u[k]) Xi, fitted with pysindy.
 
-A fresh ``pysindy.EnsembleOptimizer`` is built for every fit (its ``coef_list``
-is never cleared between fits, and its ``n_subset`` is fixed at the first
-fit). Ensemble members whose rollouts on held-out episodes diverge are dropped
+The regression itself is :func:`sindyrl.regression.fit_sparse_regression`.
+Ensemble members whose rollouts on held-out episodes diverge are dropped
 before the aggregate is taken.
+
+:class:`DynamicsModel` is the protocol every learned dynamics model follows
+(this E-SINDy model, and the neural-network ensemble of
+:mod:`sindyrl.nn_dynamics`), so the Dyna loop and the surrogate need not know
+which one they hold.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
-import pysindy as ps
 
 from .config import LibraryConfig
 from .data import TransitionBuffer
+from .regression import fit_sparse_regression
 from .sparse import SparseModel
 
-__all__ = ["SINDyDynamics", "build_library", "rollout", "prediction_errors", "fit_sparse_regression"]
+__all__ = ["DynamicsModel", "SINDyDynamics", "rollout", "prediction_errors"]
 
 log = logging.getLogger("sindyrl")
-
-
-def build_library(cfg: LibraryConfig, n_x: int, n_u: int) -> ps.feature_library.base.BaseFeatureLibrary:
-    """pysindy library over inputs ``[x (n_x), u (n_u)]`` as the config describes."""
-    x_idx = list(range(n_x))
-    u_idx = list(range(n_x, n_x + n_u))
-    libs = []
-    if cfg.control == "full" or n_u == 0:
-        libs.append(
-            ps.GeneralizedLibrary(
-                [ps.PolynomialLibrary(degree=cfg.degree, include_bias=cfg.include_bias,
-                                      include_interaction=cfg.include_interaction)],
-                inputs_per_library=[x_idx + u_idx],
-            )
-        )
-    else:
-        libs.append(
-            ps.GeneralizedLibrary(
-                [ps.PolynomialLibrary(degree=cfg.degree, include_bias=cfg.include_bias,
-                                      include_interaction=cfg.include_interaction)],
-                inputs_per_library=[x_idx],
-            )
-        )
-        state_part = ps.PolynomialLibrary(degree=max(cfg.control_degree, 0), include_bias=True,
-                                          include_interaction=cfg.include_interaction) \
-            if cfg.control_degree > 0 else None
-        lin_u = ps.PolynomialLibrary(degree=1, include_bias=False)
-        if state_part is None:
-            libs.append(ps.GeneralizedLibrary([lin_u], inputs_per_library=[u_idx]))
-        else:
-            libs.append(ps.TensoredLibrary([state_part, lin_u], inputs_per_library=[x_idx, u_idx]))
-    if cfg.fourier > 0:
-        libs.append(ps.GeneralizedLibrary([ps.FourierLibrary(n_frequencies=cfg.fourier)], inputs_per_library=[x_idx]))
-    return libs[0] if len(libs) == 1 else ps.ConcatLibrary(libs)
-
-
-def fit_sparse_regression(
-    X: np.ndarray,
-    U: np.ndarray | None,
-    Y: np.ndarray,
-    library: LibraryConfig,
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-    threshold: float,
-    alpha: float,
-    n_models: int,
-    seed: int,
-    bagging: bool = True,
-    library_ensemble: bool = True,
-    n_candidates_to_drop: int = 1,
-    normalize_columns: bool = False,
-    name: str = "model",
-) -> tuple[SparseModel, object]:
-    """Ensemble STLSQ of ``Y`` on ``Theta([X, U])`` with pysindy; returns a SparseModel and the fit.
-
-    The aggregate ``coef`` is the median of members; callers re-aggregate after
-    member validation.
-    """
-    n_x = X.shape[1]
-    n_u = 0 if U is None else U.shape[1]
-    if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
-        raise ValueError(f"sparse regression: targets have shape {Y.shape}, expected ({X.shape[0]}, n_outputs)")
-    for what, arr in (("inputs", X), ("controls", U), ("targets", Y)):
-        if arr is not None and not np.all(np.isfinite(arr)):
-            raise ValueError(f"sparse regression: {what} contain NaN or inf")
-    lib = build_library(library, n_x, n_u)
-    base = ps.STLSQ(threshold=threshold, alpha=alpha, normalize_columns=normalize_columns)
-    if n_models > 1 and (bagging or library_ensemble):
-        opt = ps.EnsembleOptimizer(base, bagging=bagging, library_ensemble=library_ensemble, n_models=n_models,
-                                   n_candidates_to_drop=n_candidates_to_drop)
-    else:
-        opt = base
-    # pysindy's ensembling draws from numpy's global RNG: seed it, then restore it.
-    state = np.random.get_state()
-    np.random.seed(seed % (2**32))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if Y.shape[1] == n_x:
-                # the dynamics case: pysindy's own discrete-time model
-                fitted = ps.DiscreteSINDy(optimizer=opt, feature_library=lib)
-                fitted.fit(X, t=1, x_next=Y, u=U, feature_names=list(input_names))
-                model = SparseModel.from_pysindy(fitted, inputs=input_names, outputs=output_names, name=name)
-            else:
-                # targets of another width (reward, policy): same library and optimizer, direct regression
-                Z = X if U is None else np.concatenate([X, U], axis=1)
-                lib.fit([Z])
-                theta = np.asarray(lib.transform([Z])[0])
-                opt.fit(theta, Y)
-                cl = getattr(opt, "coef_list", None)
-                model = SparseModel.from_library(
-                    lib, input_names, np.asarray(opt.coef_).reshape(Y.shape[1], -1), output_names,
-                    ensemble=np.asarray(cl) if cl else None, name=name,
-                )
-                fitted = opt
-    finally:
-        np.random.set_state(state)
-    if model.ensemble is None:
-        model.ensemble = model.coef[None].copy()
-    return model, fitted
 
 
 def _step_fn(model):
@@ -186,6 +90,47 @@ def _windows(buf: TransitionBuffer, mask: np.ndarray, length: int, max_windows: 
     if len(starts) > max_windows:
         starts = np.random.default_rng(seed).choice(starts, max_windows, replace=False)
     return starts
+
+
+class DynamicsModel(Protocol):
+    """A learned model of discrete-time controlled dynamics x[k+1] = f(x[k], u[k]), fitted on real transitions.
+
+    :class:`SINDyDynamics` (E-SINDy) and :class:`sindyrl.nn_dynamics.NNEnsembleDynamics` (Dyna-NN) follow it.
+    scikit-learn style: the constructor only stores settings, ``fit`` returns the model, fitted state ends in
+    ``_``, and everything but the names and ``n_models`` needs a fitted model.
+    """
+
+    @property
+    def obs_names(self) -> list[str]:
+        """Names of the states (observations), in column order."""
+
+    @property
+    def action_names(self) -> list[str]:
+        """Names of the controls (actions), in column order."""
+
+    @property
+    def n_models(self) -> int:
+        """Ensemble size asked for (a constructor argument); E-SINDy may keep fewer (``sparse_model.n_models``)."""
+
+    @property
+    def scores_(self) -> dict[str, float]:
+        """Scores of the last fit on its held-out transitions (``model_one_step_error``, ``model_rollout_error``...)."""
+
+    @property
+    def sparse_model(self) -> SparseModel | None:
+        """The fitted model as a :class:`SparseModel` (inputs: states then actions), or None if it has none."""
+
+    def fit(self, buffer: TransitionBuffer, val_mask: np.ndarray | None = None) -> DynamicsModel:
+        """Fit on the transitions of ``buffer`` outside ``val_mask`` (validated on those inside); returns self."""
+
+    def predict(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Next states of a batch with the ensemble's aggregate: (N, n_obs), (N, n_act) -> (N, n_obs)."""
+
+    def score(self, buffer: TransitionBuffer, mask: np.ndarray | None = None) -> dict[str, float]:
+        """One-step and k-step rollout error on ``mask`` (RMS, in units of each state's std)."""
+
+    def equations(self, precision: int = 3) -> list[str]:
+        """One readable line per state (``x0' = 0.9 x0 + 0.1 u``); empty for a model with no equations."""
 
 
 class SINDyDynamics:
@@ -278,42 +223,43 @@ class SINDyDynamics:
         X, U, Xn = buffer.obs[train], buffer.actions[train], buffer.next_obs[train]
         target = Xn - X if self.residual else Xn
         names = self.obs_names + self.action_names
-        model, _ = fit_sparse_regression(
+        fitted, _ = fit_sparse_regression(
             X, U, target, self.library, names, self.obs_names, self.threshold, self.alpha, self.n_models,
             self.seed, self.bagging, self.library_ensemble, self.n_candidates_to_drop, self.normalize_columns,
-            name="dynamics",
+            name="dynamics", discrete_time=True,
         )
-        ens = model.ensemble
         # the plain STLSQ fit on the full library and all training data: the yardstick for members, and the
         # fallback when every member is worse (library ensembling on a small library drops needed terms)
         ref, _ = fit_sparse_regression(
             X, U, target, self.library, names, self.obs_names, self.threshold, self.alpha, 1, self.seed,
-            normalize_columns=self.normalize_columns, name="dynamics",
+            normalize_columns=self.normalize_columns, name="dynamics", discrete_time=True,
         )
+        ens = fitted.ensemble.copy()
         ref_coef = ref.coef.copy()
         if self.residual:
-            lin = {t: k for k, t in enumerate(model.terms) if len(t) == 1 and t[0][1] == "pow" and t[0][2] == 1}
+            lin = {t: k for k, t in enumerate(fitted.terms) if len(t) == 1 and t[0][1] == "pow" and t[0][2] == 1}
             for i in range(len(self.obs_names)):
                 k = lin.get(((i, "pow", 1.0),))
                 if k is None:
                     raise ValueError("dynamics: residual=True needs the linear state terms in the library")
                 ens[:, i, k] += 1.0
                 ref_coef[i, k] += 1.0
-        self._ref_coef = ref_coef
         lo = np.minimum(buffer.obs.min(0), buffer.next_obs.min(0))
         hi = np.maximum(buffer.obs.max(0), buffer.next_obs.max(0))
         in_lo = np.concatenate([lo, buffer.actions.min(0)])
         in_hi = np.concatenate([hi, buffer.actions.max(0)])
-        self.model_ = SparseModel(
-            inputs=names, outputs=self.obs_names, terms=model.terms, coef=np.median(ens, axis=0), ensemble=ens,
+        members = SparseModel(
+            inputs=names, outputs=self.obs_names, terms=fitted.terms, coef=np.median(ens, axis=0), ensemble=ens,
             unit_pairs=self.unit_pairs, input_bounds=(in_lo, in_hi), name="dynamics",
         )
-        self.member_errors_ = self._validate_members(buffer, val_mask if val_mask.any() else train)
-        self.model_.metadata.update(self.scores_ if hasattr(self, "scores_") else {})
-        self.scores_ = self.score(buffer, val_mask if val_mask.any() else train)
-        self.model_.metadata.update(
-            {"threshold": self.threshold, "alpha": self.alpha, "residual": self.residual,
-             "n_train": int(train.sum()), "members_kept": int(self.model_.n_models), **self.scores_}
+        check = val_mask if val_mask.any() else train
+        kept, self.member_errors_ = self._validate_members(members, ref_coef, buffer, check)
+        agg = np.median(kept, axis=0) if self.aggregate == "median" else np.mean(kept, axis=0)
+        self.model_ = members.with_coef(agg, ensemble=kept)
+        self.scores_ = self.score(buffer, check)
+        self.model_ = self.model_.with_metadata(
+            threshold=self.threshold, alpha=self.alpha, residual=self.residual, n_train=int(train.sum()),
+            members_kept=int(self.model_.n_models), **self.scores_,
         )
         return self
 
@@ -321,9 +267,14 @@ class SINDyDynamics:
         if not hasattr(self, "model_"):
             raise RuntimeError("SINDyDynamics is not fitted yet: call fit() first")
 
-    def _validate_members(self, buffer: TransitionBuffer, mask: np.ndarray) -> np.ndarray:
-        """Roll each member out on held-out windows; drop divergent members; re-aggregate."""
-        m = self.model_
+    def _validate_members(self, model: SparseModel, ref_coef: np.ndarray | None, buffer: TransitionBuffer,
+                          mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Roll each member of ``model.ensemble`` out on held-out windows of ``mask``.
+
+        Returns the members to keep (n_kept, n_outputs, n_terms) and every member's rollout error. Divergent
+        members are dropped; when every member is over ``member_error_factor`` times worse than the reference
+        fit ``ref_coef`` (the single full-library fit), the reference alone is kept.
+        """
         starts = _windows(buffer, mask, self.rollout_steps, 64, self.seed)
         if len(starts) == 0:
             starts = np.flatnonzero(mask)[:64]
@@ -334,41 +285,33 @@ class SINDyDynamics:
         acts = buffer.actions[idx]
         truth = buffer.next_obs[idx]
         scale = np.maximum(buffer.next_obs.std(0), 1e-8)
-        errors = np.empty(m.n_models)
-        for j in range(m.n_models):
-            member = m.with_coef(m.ensemble[j])
-            traj = rollout(member, buffer.obs[starts], acts)[:, 1:]
+
+        def rollout_error(coef: np.ndarray) -> float:
+            traj = rollout(model.with_coef(coef), buffer.obs[starts], acts)[:, 1:]
             with np.errstate(all="ignore"):
-                err = np.sqrt(np.mean(((traj - truth) / scale) ** 2))
-            errors[j] = err if np.isfinite(err) else np.inf
-        ref_err = np.inf
-        if getattr(self, "_ref_coef", None) is not None:
-            traj = rollout(m.with_coef(self._ref_coef), buffer.obs[starts], acts)[:, 1:]
-            with np.errstate(all="ignore"):
-                ref_err = float(np.sqrt(np.mean(((traj - truth) / scale) ** 2)))
-            ref_err = ref_err if np.isfinite(ref_err) else np.inf
+                err = float(np.sqrt(np.mean(((traj - truth) / scale) ** 2)))
+            return err if np.isfinite(err) else np.inf
+
+        errors = np.array([rollout_error(c) for c in model.ensemble])
+        ref_err = np.inf if ref_coef is None else rollout_error(ref_coef)
         finite = errors[np.isfinite(errors)]
         if np.isfinite(ref_err) and (len(finite) == 0 or ref_err * self.member_error_factor < np.min(finite)):
             log.info("dynamics: every ensemble member is over %.0fx worse than the full-library fit over %d steps "
                      "(%.3g vs %.3g); using the full-library fit", self.member_error_factor, T,
                      np.min(finite) if len(finite) else np.inf, ref_err)
-            self.model_ = m.with_coef(self._ref_coef, ensemble=self._ref_coef[None])
-            return errors
+            return np.asarray(ref_coef)[None], errors
         if len(finite) == 0:
             # keep going: the surrogate cuts episodes at the domain's edge, and more data usually fixes it
             log.warning("dynamics: every ensemble member diverges within %d steps on held-out data (%d transitions);"
                         " keeping all members. Try more data, a lower library degree or a larger threshold.",
                         T, len(buffer))
-            return errors
+            return model.ensemble, errors
         # relative test, with a floor so near-perfect members are never dropped for being 5x of ~0
         keep = errors <= max(self.member_error_factor * np.median(finite), 1e-3)
-        if keep.sum() < m.n_models:
+        if keep.sum() < model.n_models:
             log.info("dynamics: dropped %d of %d ensemble members whose %d-step rollouts diverged (errors %s)",
-                     int((~keep).sum()), m.n_models, T, np.round(errors[~keep], 3).tolist())
-        ens = m.ensemble[keep]
-        agg = np.median(ens, axis=0) if self.aggregate == "median" else np.mean(ens, axis=0)
-        self.model_ = m.with_coef(agg, ensemble=ens)
-        return errors
+                     int((~keep).sum()), model.n_models, T, np.round(errors[~keep], 3).tolist())
+        return model.ensemble[keep], errors
 
     # -------------------------------------------------------------- predict
     def predict(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -384,5 +327,12 @@ class SINDyDynamics:
         return prediction_errors(self.model_, buffer, mask, self.rollout_steps, self.seed)
 
     def equations(self, precision: int = 3) -> list[str]:
+        """One readable line per state, e.g. ``"x0' = 0.9 x0 + 0.1 x1"``."""
         self._check_fitted()
         return self.model_.equations(precision, lhs=[f"{n}'" for n in self.obs_names])
+
+    @property
+    def sparse_model(self) -> SparseModel:
+        """The fitted E-SINDy model (aggregate coefficients and the members kept)."""
+        self._check_fitted()
+        return self.model_

@@ -2,9 +2,10 @@
 
 An ensemble of small MLPs (5 networks of 64x64 by default) predicts the state
 increment x[k+1] - x[k] from (x[k], u[k]); the surrogate steps the mean (or
-median) of the members. It has the same fit/score interface as
-:class:`sindyrl.dynamics.SINDyDynamics` and the batched ``DynamicsPredictor``
-protocol of :mod:`sindyrl.surrogate`, so the Dyna loop runs on it unchanged
+median) of the members. It follows :class:`sindyrl.dynamics.DynamicsModel`, as
+:class:`sindyrl.dynamics.SINDyDynamics` does (with no sparse model and no
+equations), and has the ensemble access of the surrogate's batched
+``DynamicsPredictor``, so the Dyna loop runs on it unchanged
 (``dynamics.model: nn``, options under ``dynamics.nn``).
 
 All members are trained at once as one batched network (stacked weight
@@ -337,6 +338,15 @@ class NNEnsembleDynamics:
         """One-step and k-step rollout error (RMS, in units of each state's std), as ``SINDyDynamics.score``."""
         self._check_fitted()
         return prediction_errors(self, buffer, mask, self.rollout_steps, self.seed)
+
+    def equations(self, precision: int = 3) -> list[str]:
+        """A neural network has no readable equations: always empty."""
+        return []
+
+    @property
+    def sparse_model(self) -> None:
+        """A neural network has no sparse form: always None."""
+        return None
 
     @property
     def n_params(self) -> int:

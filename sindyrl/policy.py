@@ -122,7 +122,7 @@ class _Fit:
 
 
 def _fit_grid(X, Y, obs_names, action_names, low, high, cfg: DistillConfig, max_nnz: int | None, seed: int) -> _Fit:
-    from .dynamics import fit_sparse_regression
+    from .regression import fit_sparse_regression
 
     rng = np.random.default_rng(seed)
     n = len(X)
@@ -135,7 +135,7 @@ def _fit_grid(X, Y, obs_names, action_names, low, high, cfg: DistillConfig, max_
     for thr in sorted(cfg.thresholds):
         for alpha in cfg.alphas:
             m, _ = fit_sparse_regression(X[tr], None, Y[tr], lib, obs_names, action_names, thr, alpha, cfg.n_models,
-                                         seed, name="policy")
+                                         seed, name="policy", discrete_time=False)
             m = m.with_coef(m.coef, output_bounds=(low, high), input_bounds=(X.min(axis=0), X.max(axis=0)))
             err = float(np.mean((m.evaluate(X[val]) - np.clip(Y[val], low, high)) ** 2))
             cand = _Fit(m, err, thr, alpha)

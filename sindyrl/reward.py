@@ -149,7 +149,7 @@ class SINDyReward:
                    cfg.normalize_columns, seed)
 
     def fit(self, buffer: TransitionBuffer, val_mask: np.ndarray | None = None) -> SINDyReward:
-        from .dynamics import fit_sparse_regression
+        from .regression import fit_sparse_regression  # pysindy: imported only when a reward is fitted
 
         train = np.ones(len(buffer), dtype=bool) if val_mask is None else ~val_mask
         if train.sum() < 2:
@@ -157,14 +157,14 @@ class SINDyReward:
         model, _ = fit_sparse_regression(
             buffer.obs[train], buffer.actions[train], buffer.rewards[train][:, None], self.library,
             self.obs_names + self.action_names, ["r"], self.threshold, self.alpha, self.n_models, self.seed,
-            normalize_columns=self.normalize_columns, name="reward",
+            normalize_columns=self.normalize_columns, name="reward", discrete_time=False,
         )
         self.model_ = model
         mask = val_mask if val_mask is not None and val_mask.any() else train
         pred = self(buffer.obs[mask], buffer.actions[mask], buffer.next_obs[mask])
         scale = max(float(buffer.rewards.std()), 1e-8)
         self.scores_ = {"reward_error": float(np.sqrt(np.mean((pred - buffer.rewards[mask]) ** 2)) / scale)}
-        self.model_.metadata.update(self.scores_)
+        self.model_ = model.with_metadata(**self.scores_)
         return self
 
     def __call__(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray | None = None) -> np.ndarray:

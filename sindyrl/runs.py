@@ -25,11 +25,11 @@ import io
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from .atomic import atomic_write  # re-exported: the run directory's writes, as before
 from .config import Config, config_from_dict, config_to_dict
 from .sparse import SparseModel, _json_safe
 
@@ -53,21 +53,6 @@ def limit_threads(n: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(n)
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write a file so that readers see either the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run outputs are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 _jsonable = _json_safe

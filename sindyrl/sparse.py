@@ -11,7 +11,14 @@ if ``output_bounds`` is set, outputs are clipped. Every backend (numpy here,
 CasADi in ``controllers``, ONNX in ``export``, C in ``firmware_bridge``) applies
 exactly these steps in this order.
 
-This module imports nothing of sindyrl and nothing heavier than numpy.
+A model is immutable: the dataclass is frozen and its arrays are read-only, so
+``model.coef += d`` or ``model.coef[0, 1] = 0`` raises instead of silently
+changing a model another object (a surrogate, an MPC) already holds.
+:meth:`SparseModel.with_coef`, :meth:`~SparseModel.with_ensemble` and
+:meth:`~SparseModel.with_metadata` return changed copies.
+
+This module imports nothing of sindyrl but :mod:`sindyrl.atomic` (standard
+library only), and nothing heavier than numpy.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_write
 
 __all__ = ["SparseModel", "Factor", "Term", "KINDS", "UNIT_EPS", "term_name"]
 
@@ -87,7 +96,25 @@ def _normalise_term(term: Any, n_inputs: int, where: str) -> Term:
     return tuple(out)
 
 
-@dataclass
+class _ReadOnlyDict(dict):
+    """A dict whose items cannot change: a model's metadata (``with_metadata`` returns a changed copy)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("SparseModel.metadata is read-only; use model.with_metadata(...) for a changed copy")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self):  # pickle and copy rebuild it from a plain dict, not item by item
+        return (type(self), (dict(self),))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
 class SparseModel:
     """A sparse linear combination of library terms: ``y = coef @ theta(x)``.
 
@@ -113,7 +140,11 @@ class SparseModel:
     name : str
         A short identifier (``dynamics``, ``reward``, ``policy``...).
     metadata : dict
-        Free-form JSON-serialisable facts (fit settings, scores).
+        Free-form JSON-serialisable facts (fit settings, scores); read-only.
+
+    The model is immutable (frozen; ``coef``, ``ensemble`` and the bounds are
+    read-only arrays, copied from what is passed in): derive changed models
+    with :meth:`with_coef`, :meth:`with_ensemble` and :meth:`with_metadata`.
     """
 
     inputs: list[str]
@@ -125,42 +156,49 @@ class SparseModel:
     output_bounds: tuple[np.ndarray, np.ndarray] | None = None
     input_bounds: tuple[np.ndarray, np.ndarray] | None = None
     name: str = "model"
-    metadata: dict = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.inputs = [str(s) for s in self.inputs]
-        self.outputs = [str(s) for s in self.outputs]
+        # frozen: the constructor normalises its fields with object.__setattr__, nothing else may
+        def set_(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        set_("inputs", [str(s) for s in self.inputs])
+        set_("outputs", [str(s) for s in self.outputs])
         if len(set(self.inputs)) != len(self.inputs):
             raise ValueError(f"SparseModel inputs must be unique, got {self.inputs}")
         n_in = len(self.inputs)
-        self.terms = [
-            _normalise_term(t, n_in, f"SparseModel.terms[{k}]") for k, t in enumerate(self.terms)
-        ]
-        self.coef = np.array(self.coef, dtype=np.float64, copy=True)
-        if self.coef.ndim == 1 and len(self.outputs) == 1:
-            self.coef = self.coef[None, :]
+        set_("terms", [_normalise_term(t, n_in, f"SparseModel.terms[{k}]") for k, t in enumerate(self.terms)])
+        coef = np.array(self.coef, dtype=np.float64, copy=True)
+        if coef.ndim == 1 and len(self.outputs) == 1:
+            coef = coef[None, :]
         want = (len(self.outputs), len(self.terms))
-        if self.coef.shape != want:
-            raise ValueError(f"SparseModel.coef has shape {self.coef.shape}, expected {want} (outputs × terms)")
-        if not np.all(np.isfinite(self.coef)):
+        if coef.shape != want:
+            raise ValueError(f"SparseModel.coef has shape {coef.shape}, expected {want} (outputs × terms)")
+        if not np.all(np.isfinite(coef)):
             raise ValueError("SparseModel.coef contains NaN or inf")
+        set_("coef", _read_only(coef))
         if self.ensemble is not None:
-            self.ensemble = np.array(self.ensemble, dtype=np.float64, copy=True)
-            if self.ensemble.ndim != 3 or self.ensemble.shape[1:] != want:
+            ens = np.array(self.ensemble, dtype=np.float64, copy=True)
+            if ens.ndim != 3 or ens.shape[1:] != want:
                 raise ValueError(
-                    f"SparseModel.ensemble has shape {self.ensemble.shape}, expected (n_models, {want[0]}, {want[1]})"
+                    f"SparseModel.ensemble has shape {ens.shape}, expected (n_models, {want[0]}, {want[1]})"
                 )
-            if not np.all(np.isfinite(self.ensemble)):
+            if not np.all(np.isfinite(ens)):
                 raise ValueError("SparseModel.ensemble contains NaN or inf")
+            set_("ensemble", _read_only(ens))
         pairs = []
         for p in self.unit_pairs:
             c, s = (int(v) for v in p)
             if not (0 <= c < want[0] and 0 <= s < want[0]) or c == s:
                 raise ValueError(f"SparseModel.unit_pairs entry {p!r} is not a pair of distinct output indices")
             pairs.append((c, s))
-        self.unit_pairs = pairs
-        self.output_bounds = self._check_bounds(self.output_bounds, want[0], "output_bounds")
-        self.input_bounds = self._check_bounds(self.input_bounds, n_in, "input_bounds")
+        set_("unit_pairs", pairs)
+        set_("output_bounds", self._check_bounds(self.output_bounds, want[0], "output_bounds"))
+        set_("input_bounds", self._check_bounds(self.input_bounds, n_in, "input_bounds"))
+        if not isinstance(self.metadata, Mapping):
+            raise ValueError(f"SparseModel.metadata must be a mapping, got {type(self.metadata).__name__}")
+        set_("metadata", _ReadOnlyDict(self.metadata))
 
     @staticmethod
     def _check_bounds(b, n: int, key: str):
@@ -171,7 +209,7 @@ class SparseModel:
             raise ValueError(f"SparseModel.{key} must be two arrays of length {n}, got {lo.shape} and {hi.shape}")
         if np.any(np.isnan(lo)) or np.any(np.isnan(hi)) or np.any(lo > hi):
             raise ValueError(f"SparseModel.{key}: need low <= high and no NaN")
-        return lo, hi
+        return _read_only(lo), _read_only(hi)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -195,9 +233,14 @@ class SparseModel:
         """Number of nonzero aggregate coefficients."""
         return int(np.count_nonzero(self.coef))
 
-    def active_terms(self, include_ensemble: bool = False) -> np.ndarray:
-        """Indices of terms with a nonzero coefficient for some output."""
-        mask = np.any(self.coef != 0, axis=0)
+    def active_terms(self, include_ensemble: bool = False, coef: np.ndarray | None = None) -> np.ndarray:
+        """Indices of the terms some output uses, in term order: every backend computes only these.
+
+        A term is active when it has a nonzero coefficient in ``coef`` (default: the aggregate ``coef``), and,
+        with ``include_ensemble``, in any ensemble member.
+        """
+        C = self.coef if coef is None else np.asarray(coef, dtype=np.float64)
+        mask = np.any(C != 0, axis=0)
         if include_ensemble and self.ensemble is not None:
             mask |= np.any(self.ensemble != 0, axis=(0, 1))
         return np.flatnonzero(mask)
@@ -249,7 +292,7 @@ class SparseModel:
         """Evaluate on a batch: (N, n_inputs) -> (N, n_outputs); 1-D in, 1-D out."""
         X, single = self._check_X(X)
         C = self.coef if coef is None else np.asarray(coef, dtype=np.float64)
-        active = np.flatnonzero(np.any(C != 0, axis=0))
+        active = self.active_terms(coef=C)
         Y = self.features(X, active) @ C[:, active].T
         Y = self._finish(Y)
         return Y[0] if single else Y
@@ -266,24 +309,23 @@ class SparseModel:
         return Y[:, 0] if single else Y
 
     def with_coef(self, coef: np.ndarray, **changes) -> SparseModel:
-        """A copy with other aggregate coefficients (same terms)."""
-        d = dict(
-            inputs=self.inputs, outputs=self.outputs, terms=self.terms, coef=coef,
-            ensemble=self.ensemble, unit_pairs=self.unit_pairs, output_bounds=self.output_bounds,
-            input_bounds=self.input_bounds, name=self.name, metadata=dict(self.metadata),
-        )
-        d.update(changes)
-        return SparseModel(**d)
+        """A new model with other aggregate coefficients (same terms), and any other field in ``changes``."""
+        return replace(self, coef=coef, **changes)
+
+    def with_ensemble(self, ensemble: np.ndarray | None, **changes) -> SparseModel:
+        """A new model with other ensemble members (the aggregate ``coef`` is kept unless in ``changes``)."""
+        return replace(self, ensemble=ensemble, **changes)
+
+    def with_metadata(self, **facts: Any) -> SparseModel:
+        """A new model whose metadata is this one's updated with ``facts``."""
+        return replace(self, metadata={**self.metadata, **facts})
 
     def pruned(self) -> SparseModel:
-        """A copy keeping only terms that some coefficient (aggregate or member) uses."""
+        """A new model keeping only terms that some coefficient (aggregate or member) uses."""
         keep = self.active_terms(include_ensemble=True)
-        return SparseModel(
-            inputs=self.inputs, outputs=self.outputs, terms=[self.terms[k] for k in keep],
-            coef=self.coef[:, keep],
+        return replace(
+            self, terms=[self.terms[k] for k in keep], coef=self.coef[:, keep],
             ensemble=None if self.ensemble is None else self.ensemble[:, :, keep],
-            unit_pairs=self.unit_pairs, output_bounds=self.output_bounds,
-            input_bounds=self.input_bounds, name=self.name, metadata=dict(self.metadata),
         )
 
     # ---------------------------------------------------------------- reading
@@ -337,16 +379,7 @@ class SparseModel:
         """Plain JSON (never pickle). Writes atomically to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
-            import os
-            import tempfile
-            from pathlib import Path
-
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
+            atomic_write(path, text)
         return text
 
     @classmethod
@@ -420,18 +453,18 @@ class SparseModel:
         fit_names = getattr(fitted, "feature_names", None)
         if fit_names is None:
             fit_names = [f"x{i}" for i in range(n_x)] + [f"u{i}" for i in range(n_u)]
-        fit_names = list(fit_names)
+        fit_names = [str(n) for n in fit_names]
+        if inputs is not None and len(inputs) != len(fit_names):
+            raise ValueError(f"from_pysindy: {len(inputs)} input names given, the model has {len(fit_names)} inputs")
         opt = getattr(fitted, "optimizer", None)
         cl = getattr(opt, "coef_list", None)
-        model = cls.from_library(
-            fitted.feature_library, fit_names, coef, list(outputs) if outputs is not None else fit_names[:n_x],
-            ensemble=np.asarray(cl, dtype=np.float64) if cl else None, name=name, check=check, **kwargs,
+        # the library's feature names are spelt with the names pysindy was fitted with
+        terms = _library_terms(fitted.feature_library, fit_names, check)
+        return cls(
+            inputs=list(inputs) if inputs is not None else fit_names,
+            outputs=list(outputs) if outputs is not None else fit_names[:n_x], terms=terms, coef=coef,
+            ensemble=np.asarray(cl, dtype=np.float64) if cl else None, name=name, **kwargs,
         )
-        if inputs is not None:
-            if len(inputs) != len(fit_names):
-                raise ValueError(f"from_pysindy: {len(inputs)} input names given, the model has {len(fit_names)} inputs")
-            model.inputs = [str(n) for n in inputs]
-        return model
 
     @classmethod
     def from_library(
@@ -450,24 +483,33 @@ class SparseModel:
         ``check``, compared with ``library.transform`` on random inputs.
         """
         inputs = [str(n) for n in inputs]
-        feat_names = library.get_feature_names(inputs)
-        terms = [_parse_feature_name(s, inputs) for s in feat_names]
-        if check:
-            rng = np.random.default_rng(0)
-            Z = rng.uniform(-1.5, 1.5, size=(7, len(inputs)))
-            ours = SparseModel(inputs, ["y"], terms, np.zeros((1, len(terms)))).features(Z)
-            theirs = np.asarray(library.transform([Z])[0])
-            if theirs.shape != ours.shape or not np.allclose(ours, theirs, rtol=1e-9, atol=1e-9):
-                raise ValueError(
-                    f"from_pysindy: cannot represent library {type(library).__name__} exactly "
-                    "(its features differ from the parsed terms)"
-                )
+        terms = _library_terms(library, inputs, check)
         return cls(inputs=inputs, outputs=list(outputs), terms=terms, coef=coef, ensemble=ensemble, **kwargs)
+
+
+def _library_terms(library: Any, inputs: list[str], check: bool) -> list[Term]:
+    """Terms of a fitted pysindy library, parsed from its feature names over ``inputs``.
+
+    With ``check``, the parsed terms are compared with ``library.transform`` on random inputs, so a library
+    that cannot be represented fails loudly instead of giving a wrong model.
+    """
+    terms = [_parse_feature_name(s, inputs) for s in library.get_feature_names(inputs)]
+    if check:
+        rng = np.random.default_rng(0)
+        Z = rng.uniform(-1.5, 1.5, size=(7, len(inputs)))
+        ours = SparseModel(inputs, ["y"], terms, np.zeros((1, len(terms)))).features(Z)
+        theirs = np.asarray(library.transform([Z])[0])
+        if theirs.shape != ours.shape or not np.allclose(ours, theirs, rtol=1e-9, atol=1e-9):
+            raise ValueError(
+                f"from_pysindy: cannot represent library {type(library).__name__} exactly "
+                "(its features differ from the parsed terms)"
+            )
+    return terms
 
 
 def _json_safe(v: Any) -> Any:
     """Metadata as plain JSON: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(v, dict):
+    if isinstance(v, Mapping):
         return {str(k): _json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_json_safe(x) for x in v]

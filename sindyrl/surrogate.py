@@ -73,14 +73,38 @@ class SparseDynamics:
         return self.model.evaluate_ensemble(np.concatenate([obs, actions], axis=1))
 
 
+class _AggregateOnly:
+    """:class:`DynamicsPredictor` over a model that predicts with its aggregate only: one member."""
+
+    n_models = 1
+
+    def __init__(self, dynamics):
+        self.dynamics = dynamics
+
+    def predict(self, obs, actions, mode: str = "median"):
+        return self.dynamics.predict(obs, actions)
+
+    def predict_members(self, obs, actions, members):
+        return self.dynamics.predict(obs, actions)
+
+    def predict_ensemble(self, obs, actions):
+        return self.dynamics.predict(obs, actions)[None]
+
+
 def _as_predictor(dynamics) -> DynamicsPredictor:
     if isinstance(dynamics, SparseModel):
         return SparseDynamics(dynamics)
-    if hasattr(dynamics, "model_") and isinstance(dynamics.model_, SparseModel):
-        return SparseDynamics(dynamics.model_)
-    if callable(getattr(dynamics, "predict", None)):
+    # a DynamicsModel with a sparse form is stepped through it (its members, batched numpy)
+    sparse = getattr(dynamics, "sparse_model", None)
+    if isinstance(sparse, SparseModel):
+        return SparseDynamics(sparse)
+    if all(callable(getattr(dynamics, m, None)) for m in ("predict_members", "predict_ensemble")) \
+            and hasattr(dynamics, "n_models"):
         return dynamics
-    raise TypeError(f"dynamics must be a SparseModel or have a batched predict(obs, actions); got {type(dynamics)}")
+    if callable(getattr(dynamics, "predict", None)):
+        return _AggregateOnly(dynamics)
+    raise TypeError(f"dynamics must be a SparseModel, a DynamicsModel or have a batched predict(obs, actions); "
+                    f"got {type(dynamics)}")
 
 
 class SurrogateVecEnv(VecEnv):
@@ -88,8 +112,12 @@ class SurrogateVecEnv(VecEnv):
 
     Parameters
     ----------
-    dynamics : SparseModel or DynamicsPredictor
-        x[k+1] = f(x[k], u[k]) on batches.
+    dynamics : SparseModel, DynamicsModel or DynamicsPredictor
+        x[k+1] = f(x[k], u[k]) on batches: a dynamics SparseModel, any fitted
+        :class:`sindyrl.dynamics.DynamicsModel` (stepped through its
+        ``sparse_model`` when it has one), or an object with
+        ``predict``/``predict_members``/``predict_ensemble`` and ``n_models``.
+        A model with only ``predict(obs, actions)`` is one member.
     reward : callable
         ``reward(obs, action, next_obs) -> (N,)``.
     reset_states : array (M, n_obs)

@@ -70,11 +70,21 @@ def test_divergent_members_are_dropped():
     # make member 0 explode and re-validate
     bad = m.ensemble.copy()
     bad[0, 1, :] += 5.0
-    dyn.model_ = m.with_coef(m.coef, ensemble=bad)
-    errs = dyn._validate_members(buf, np.ones(len(buf), dtype=bool))
+    kept, errs = dyn._validate_members(m.with_coef(m.coef, ensemble=bad), None, buf, np.ones(len(buf), dtype=bool))
     assert not np.isfinite(errs[0]) or errs[0] > 5 * np.median(errs[1:])
-    assert dyn.model_.n_models == n_before - 1
+    assert len(kept) == n_before - 1
+    np.testing.assert_array_equal(kept, bad[1:])
 
+
+
+def test_reference_fit_replaces_members_that_are_all_far_worse():
+    buf = _simulate(seed=1)
+    dyn = SINDyDynamics(["x0", "x1"], ["u"], threshold=0.02, n_models=4, seed=0, rollout_steps=10).fit(buf)
+    m = dyn.model_
+    worse = m.ensemble + 0.3 * (m.ensemble != 0)
+    kept, errs = dyn._validate_members(m.with_coef(m.coef, ensemble=worse), m.coef, buf, np.ones(len(buf), bool))
+    assert len(errs) == len(worse)
+    np.testing.assert_array_equal(kept, m.coef[None])
 
 def test_rollout_shapes_and_unit_pairs():
     buf = _simulate()
@@ -109,3 +119,75 @@ def test_fit_rejects_bad_shapes():
     buf = _simulate()
     with pytest.raises(ValueError, match="model expects"):
         SINDyDynamics(["a", "b", "c"], ["u"]).fit(buf)
+
+
+def _protocol_members():
+    from sindyrl.dynamics import DynamicsModel
+
+    return sorted(n for n in vars(DynamicsModel) if not n.startswith("_"))
+
+
+def test_both_dynamics_models_follow_the_protocol():
+    import inspect
+
+    from sindyrl.dynamics import DynamicsModel
+    from sindyrl.nn_dynamics import NNEnsembleDynamics
+
+    members = _protocol_members()
+    assert {"fit", "predict", "score", "equations", "scores_", "n_models", "sparse_model"} <= set(members)
+    assert all(getattr(DynamicsModel, n).__doc__ for n in members)  # one docstring per member
+    buf = _simulate()
+    sindy = SINDyDynamics(["x0", "x1"], ["u"], threshold=0.02, n_models=4, seed=0).fit(buf)
+    nn = NNEnsembleDynamics(["x0", "x1"], ["u"], n_models=2, epochs=3, seed=0).fit(buf)
+    for dyn in (sindy, nn):
+        for n in members:
+            assert hasattr(dyn, n), f"{type(dyn).__name__} lacks {n}"
+            if callable(getattr(DynamicsModel, n)):
+                want = list(inspect.signature(getattr(DynamicsModel, n)).parameters)
+                assert list(inspect.signature(getattr(type(dyn), n)).parameters)[: len(want)] == want
+        assert dyn.predict(buf.obs[:5], buf.actions[:5]).shape == (5, 2)
+        assert set(dyn.scores_) >= {"model_one_step_error", "model_rollout_error"}
+    assert sindy.sparse_model is sindy.model_ and sindy.equations()[0].startswith("x0' = ")
+    assert nn.sparse_model is None and nn.equations() == []
+    with pytest.raises(RuntimeError, match="not fitted"):
+        _ = SINDyDynamics(["x0", "x1"], ["u"]).sparse_model
+
+
+class _PredictOnly:
+    """A DynamicsModel with neither a sparse form nor access to ensemble members."""
+
+    obs_names, action_names, n_models, scores_ = ["x0", "x1"], ["u"], 1, {}
+    sparse_model = None
+
+    def fit(self, buffer, val_mask=None):
+        return self
+
+    def predict(self, obs, actions):
+        return 0.9 * obs + 0.1 * actions
+
+    def score(self, buffer, mask=None):
+        return {}
+
+    def equations(self, precision=3):
+        return []
+
+
+@pytest.mark.parametrize("mode", ["median", "sample"])
+def test_surrogate_steps_any_dynamics_model(mode):
+    import gymnasium as gym
+
+    from sindyrl.nn_dynamics import NNEnsembleDynamics
+    from sindyrl.surrogate import SurrogateVecEnv
+
+    buf = _simulate()
+    sindy = SINDyDynamics(["x0", "x1"], ["u"], threshold=0.02, n_models=4, seed=0).fit(buf)
+    nn = NNEnsembleDynamics(["x0", "x1"], ["u"], n_models=2, epochs=3, seed=0).fit(buf)
+    for dyn in (sindy, nn, _PredictOnly()):
+        venv = SurrogateVecEnv(dyn, lambda o, a, n: -(n**2).sum(axis=1), buf.obs, gym.spaces.Box(-5, 5, (2,)),
+                               gym.spaces.Box(-1, 1, (1,)), horizon=5, n_envs=3, ensemble_mode=mode,
+                               disagreement_threshold=10.0)
+        obs = venv.reset()
+        nxt, r, done, _ = venv.step(np.full((3, 1), 0.5))
+        assert nxt.shape == (3, 2) and np.all(np.isfinite(r)) and not done.any()
+        if mode == "median" and dyn is not nn:  # nn's default aggregate is the mean
+            np.testing.assert_allclose(nxt, dyn.predict(obs.astype(np.float64), np.full((3, 1), 0.5)), rtol=1e-6)

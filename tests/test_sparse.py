@@ -1,6 +1,8 @@
 """SparseModel: evaluation against pysindy, JSON round trip, validation."""
 
 import json
+import pickle
+from dataclasses import FrozenInstanceError
 
 import numpy as np
 import pysindy as ps
@@ -9,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sindyrl.config import LibraryConfig
-from sindyrl.dynamics import build_library
+from sindyrl.regression import build_library
 from sindyrl.sparse import SparseModel
 
 
@@ -136,3 +138,70 @@ def test_bad_json_and_bad_input_shape(tmp_path):
         SparseModel.from_json(tmp_path / "missing.json")
     with pytest.raises(ValueError, match=r"expected \(N, 3\)"):
         _random_model().evaluate(np.zeros((4, 2)))
+
+
+def test_model_is_immutable_and_changes_make_new_models():
+    m = _random_model()
+    with pytest.raises(FrozenInstanceError):
+        m.coef = np.zeros_like(m.coef)
+    with pytest.raises(FrozenInstanceError):
+        m.inputs = ["p", "q", "r"]
+    with pytest.raises(ValueError, match="read-only"):
+        m.coef += 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        m.ensemble[0, 0, 0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        m.output_bounds[0][0] = -5.0
+    with pytest.raises(TypeError, match="with_metadata"):
+        m.metadata["note"] = "y"
+    before = m.coef.copy()
+    m2 = m.with_coef(before * 2)
+    m3 = m.with_ensemble(None)
+    m4 = m.with_metadata(score=0.5)
+    np.testing.assert_array_equal(m.coef, before)
+    np.testing.assert_array_equal(m2.coef, before * 2)
+    assert m2.ensemble is not m.ensemble and not m2.coef.flags.writeable
+    assert m3.ensemble is None and m.n_models == 4 and m3.n_models == 0
+    assert dict(m4.metadata) == {"note": "x", "score": 0.5} and dict(m.metadata) == {"note": "x"}
+    # the caller's arrays are copied, not frozen under them
+    coef = np.array(before)
+    SparseModel(m.inputs, m.outputs, m.terms, coef)
+    coef[0, 0] = 3.0
+    copied = pickle.loads(pickle.dumps(m4))
+    np.testing.assert_array_equal(copied.coef, m4.coef)
+    assert dict(copied.metadata) == dict(m4.metadata)
+
+
+def test_sparse_module_imports_only_numpy_and_the_atomic_writer():
+    import ast
+    import sys
+    from pathlib import Path
+
+    import sindyrl.atomic
+    import sindyrl.sparse
+
+    def imported(module) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                names.add("." * node.level + (node.module or "").split(".")[0])
+        return names
+
+    ours = {m for m in imported(sindyrl.sparse) if m.startswith(".") or m == "sindyrl"}
+    assert ours == {".atomic"}
+    assert imported(sindyrl.sparse) - ours <= set(sys.stdlib_module_names) | {"numpy"}
+    assert imported(sindyrl.atomic) <= set(sys.stdlib_module_names)
+
+
+
+def test_active_terms_of_the_aggregate_of_other_coefficients_and_of_members():
+    m = _random_model()
+    coef = np.zeros_like(m.coef)
+    coef[1, 3] = 2.0
+    coef[0, 1] = -1.0
+    assert m.active_terms(coef=coef).tolist() == [1, 3]
+    assert m.with_coef(coef).active_terms().tolist() == [1, 3]
+    assert m.with_coef(coef).active_terms(include_ensemble=True).tolist() == list(range(m.n_terms))
+    np.testing.assert_allclose(m.evaluate(np.ones(3), coef=coef), m.with_coef(coef).evaluate(np.ones(3)))
