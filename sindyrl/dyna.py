@@ -252,7 +252,7 @@ class Dyna:
         """Fit the models on all real data and save them; returns (dynamics, reward, scores)."""
         cfg, run = self.cfg, self.run_dir
         dyn, reward, scores = fit_models(cfg, buffer, self.spec, cfg.seed + it)
-        sparse = _sparse_model(dyn)
+        sparse = dyn.sparse_model
         if sparse is not None:
             run.save_model("dynamics", sparse)
         if not cfg.reward.known:
@@ -394,7 +394,7 @@ class Dyna:
                 state.real_steps_collect = len(buffer)
                 if cfg.dyna.target_return is not None and evaluation is None and collected.size:
                     reached = bool(collected.mean() >= cfg.dyna.target_return)
-            sparse = _sparse_model(dyn)
+            sparse = dyn.sparse_model
             out = _Iteration(n_fit, scores, sparse.nnz if sparse is not None else None,
                              sparse.n_models if sparse is not None else dyn.n_models, n_train, assessment,
                              rounds, collected, evaluation)
@@ -447,13 +447,6 @@ class Dyna:
             log.warning("plotting failed: %s", e)
             echo(f"[plot] skipped ({e})")
         return summary
-
-
-def _sparse_model(dyn):
-    from .sparse import SparseModel
-
-    m = getattr(dyn, "model_", None)
-    return m if isinstance(m, SparseModel) else None
 
 
 def _mean(x) -> float | None:
