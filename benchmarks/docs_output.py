@@ -87,6 +87,12 @@ def flatten(figures: Mapping, prefix: str = "") -> dict[str, float | int | None]
     return flat
 
 
+def numeric(row: Mapping) -> dict:
+    """The entries of a measurement row that are numbers (its labels and lists left out), for ``write_results``."""
+    return {k: v for k, v in row.items()
+            if isinstance(v, numbers.Real) or (hasattr(v, "item") and isinstance(v.item(), numbers.Real))}
+
+
 def git_commit(root: Path = ROOT) -> tuple[str | None, bool | None]:
     """HEAD of the repository holding the benchmarks, and whether code outside docs/ differs from it."""
     try:

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.docs_output import flatten, results_path, write_results, write_section  # noqa: E402
+from benchmarks.docs_output import flatten, numeric, results_path, slug, write_results, write_section  # noqa: E402
 
 DOC = """# Benchmarks
 
@@ -91,3 +91,11 @@ def test_non_numeric_figures_are_refused():
         flatten({"a": {"name": "ipopt"}})
     with pytest.raises(TypeError, match="'xs' is list"):
         flatten({"xs": [1, 2]})
+
+
+def test_a_labelled_row_becomes_figures_under_its_slug():
+    row = {"name": "neural 64x64 (tanh-squashed TD3 actor)", "kind": "neural", "flash": 25528,
+           "instructions_per_call": np.float64(33554.0), "returns": [1.0, 2.0]}
+    assert flatten({slug(row["name"]): numeric(row)}) == {
+        "neural_64x64_tanh_squashed_td3_actor.flash": 25528,
+        "neural_64x64_tanh_squashed_td3_actor.instructions_per_call": 33554.0}
