@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise
 
-from sindyrl.agents import BEER, critic_features, effective_rank
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.docs_output import slug, write_results, write_section  # noqa: E402
+from sindyrl.agents import BEER, critic_features, effective_rank  # noqa: E402
 
 
 @dataclass
@@ -58,7 +62,8 @@ class Args:
     out: str = "results/beer"
     """output directory for beer.json and beer_curves.png (not committed)"""
     write_docs: str = ""
-    """if set, replace the beer section of this markdown file with the results"""
+    """if set, replace the beer section of this markdown file with the results (and write results/beer.json
+    beside it)"""
 
 
 ALGOS = ("BEER", "DDPG", "TD3")
@@ -270,15 +275,20 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the text between the beer markers of a markdown file (atomic rename)."""
-    doc = path.read_text()
-    pattern = re.compile(r"(<!-- beer:start -->\n).*?(\n<!-- beer:end -->)", re.S)
-    if not pattern.search(doc):
-        raise ValueError(f"{path}: no '<!-- beer:start -->' ... '<!-- beer:end -->' section")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), doc))
-    tmp.replace(path)
+def figures(results: dict) -> dict:
+    """The headline figures for docs/results/beer.json: gradient-step cost ratios and final returns per task."""
+    out: dict = {}
+    for env_id, t in results["timing"].items():
+        out[slug(env_id)] = {"beer_over_ddpg_median": t["beer_over_ddpg_median"],
+                             "td3_over_ddpg_median": t["td3_over_ddpg_median"],
+                             "ms_per_gradient_step": t["ms_per_step"]}
+    for env_id, task in results["tasks"].items():
+        for algo, runs in task["runs"].items():
+            fr = [r["final_return"] for r in runs]
+            out.setdefault(slug(env_id), {})[algo] = {"final_return_mean": float(np.mean(fr)),
+                                                      "final_return_std": float(np.std(fr)),
+                                                      "srank_mean": float(np.mean([r["srank"] for r in runs]))}
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -309,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     text = markdown(results, command)
     print(text)
     if args.write_docs:
-        write_section(Path(args.write_docs), text)
+        write_section("beer", text, Path(args.write_docs))
+        write_results("beer", figures(results), command, Path(args.write_docs))
     return results
 
 

@@ -5,7 +5,8 @@ transitions (or read from a run directory), the same MPC problem (horizon,
 cost, bounds) is solved by the three solvers in closed loop on the real env
 over the same reset seeds, and the per-step solve times are reported as
 ratios against ipopt measured in the same run. Writes results/controllers.json
-and, with --write-docs, the ``controllers`` section of docs/benchmarks.md.
+and, with --write-docs, the ``controllers`` section of docs/benchmarks.md and
+docs/results/controllers.json.
 
     .venv/bin/python benchmarks/controllers.py --episodes 5 --write-docs
 """
@@ -16,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.docs_output import write_results, write_section  # noqa: E402
 from controllers import MPC, CompiledMPC, QuadraticCost  # noqa: E402
 from sindyrl.data import collect  # noqa: E402
 from sindyrl.sparse import SparseModel  # noqa: E402
@@ -149,7 +150,16 @@ def main() -> None:
     table = markdown(doc)
     print(table)
     if args.write_docs:
-        write_docs(table)
+        write_section("controllers", table)
+        write_results("controllers", figures(doc), doc["command"])
+
+
+def figures(doc: dict) -> dict:
+    """The headline figures for docs/results/controllers.json: per solver time, ratio to ipopt, return."""
+    keep = ("ms_mean", "ms_median", "ms_p95", "ratio_to_ipopt", "median_ratio_to_ipopt", "return_mean", "failures")
+    return {"dynamics_nnz": doc["dynamics_nnz"], "c_source_lines": doc["c_source_lines"],
+            "c_build_seconds": doc["c_build_seconds"],
+            **{solver: {k: r[k] for k in keep} for solver, r in doc["results"].items()}}
 
 
 def markdown(doc: dict) -> str:
@@ -182,15 +192,6 @@ def markdown(doc: dict) -> str:
         f"{doc['c_build_seconds']:.1f} s. Absolute times are for orientation only (shared 2-core machine).",
     ]
     return "\n".join(rows) + "\n"
-
-
-def write_docs(table: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    pat = re.compile(r"(<!-- controllers:start -->\n).*?(<!-- controllers:end -->)", re.S)
-    if not pat.search(text):
-        raise ValueError(f"{path}: no <!-- controllers:start --> / <!-- controllers:end --> markers")
-    path.write_text(pat.sub(lambda m: m.group(1) + table + m.group(2), text))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ from firmware_bridge.link import BoardLink
 from sindyrl.sparse import SparseModel
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.docs_output import numeric, slug, write_results, write_section  # noqa: E402
 
 
 @dataclass
@@ -229,22 +232,18 @@ def main() -> int:
     if args.update_docs:
         cmd = "python benchmarks/firmware.py --update-docs" + (f" --run {args.run}" if args.run else "")
         section = (
-            "<!-- firmware:start -->\n## Firmware: flash, RAM, instructions per call\n\n"
+            "## Firmware: flash, RAM, instructions per call\n\n"
             f"Command: `{cmd}`. Target: mps2-an386 (Cortex-M4F, `-mfloat-abi=hard -mfpu=fpv4-sp-d16`, `-O2`, "
             "arm-none-eabi-gcc with newlib, nosys), the whole board firmware (protocol, UART HAL, start-up, "
             "policy). Flash = text + data, RAM = data + bss including the 8 KB stack reserve "
             "(arm-none-eabi-size). Instructions per call: QEMU `-icount shift=0`, SysTick around "
             f"{args.calls} calls through the board's model pointer, calibrated with a 2-instruction loop, "
             f"mean over {args.n_obs} observations. Baseline: the same firmware serving a constant policy.\n\n"
-            f"{md}\n<!-- firmware:end -->"
+            f"{md}"
         )
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        new, n = re.subn(r"<!-- firmware:start -->.*?<!-- firmware:end -->", lambda m: section, text, flags=re.S)
-        if n != 1:
-            print("docs/benchmarks.md: firmware markers not found", file=sys.stderr)
-            return 2
-        doc.write_text(new)
+        write_section("firmware", section)
+        write_results("firmware", {"neural_parity_max_abs": parity, **{slug(r["name"]): numeric(r) for r in rows},
+                                   "hil": {h["board"]: numeric(h) for h in hil}}, cmd)
     return 0
 
 

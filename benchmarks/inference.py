@@ -27,7 +27,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.docs_output import slug, write_results, write_section  # noqa: E402
 from export import export_policy, export_sparse_model, load_onnx, quantize, sample_states  # noqa: E402
 from export.neural import PolicyModule, policy_family  # noqa: E402
 from sindyrl.sparse import SparseModel  # noqa: E402
@@ -71,7 +71,9 @@ class Args:
     out: str = "results/inference.json"
     """where the JSON results go"""
     write_docs: bool = False
-    """rewrite the inference section of docs/benchmarks.md"""
+    """rewrite the inference section of docs/benchmarks.md (and write docs/results/inference.json)"""
+    docs: str = "docs/benchmarks.md"
+    """the markdown file --write-docs rewrites (relative to the repository root)"""
 
 
 def parse_args() -> Args:
@@ -243,13 +245,23 @@ def table(results: list[dict], cmd: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_docs(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text()
-    pat = re.compile(r"(<!-- inference:start -->\n).*?(<!-- inference:end -->)", re.S)
-    if not pat.search(doc):
-        raise ValueError(f"{path}: no <!-- inference:start --> / <!-- inference:end --> markers")
-    path.write_text(pat.sub(lambda m: m.group(1) + text + m.group(2), doc))
+def figures(results: list[dict]) -> dict:
+    """The headline figures for docs/results/inference.json: per policy, latency ratios to torch, sizes, returns."""
+    out: dict = {}
+    for r in results:
+        lat, b = r["latency_us"], r["bytes"]
+        key = "run" if r["sparse_source"] == "run" else slug(r["label"].split(" (")[0])
+        out[key] = {
+            "neural_params": r["neural_params"], "sparse_nnz": r["sparse_nnz"],
+            "latency_ratio_to_torch": {f"batch{n}": {k: lat[n]["torch"] / v for k, v in lat[n].items() if k != "torch"}
+                                       for n in lat},
+            "latency_us": {f"batch{n}": lat[n] for n in lat},
+            "bytes": b, "bytes_ratio_to_onnx_float": {k: v / b["onnx_float"] for k, v in b.items() if v is not None},
+            "parity_max_abs": r["parity_max_abs"], "int8_max_abs_action_change": r["int8_max_abs_action_change"],
+        }
+        if "return_mean" in r:
+            out[key]["return_mean"] = r["return_mean"]
+    return out
 
 
 def main() -> None:
@@ -283,6 +295,7 @@ def main() -> None:
     # the command line that reproduces these figures (non-default options only)
     opts = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if not isinstance(v, bool) and k != "out" and v != getattr(Args, k)]
+    opts = [o for o in opts if not o.startswith("--docs ")]  # where the section goes, not what is measured
     cmd = " ".join([".venv/bin/python benchmarks/inference.py", *opts] + (["--write-docs"] if args.write_docs else []))
     doc = {"args": dataclasses.asdict(args), "machine": platform.platform(), "results": results}
     out = ROOT / args.out
@@ -291,7 +304,8 @@ def main() -> None:
     text = table(results, cmd)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_section("inference", text, ROOT / args.docs)
+        write_results("inference", figures(results), cmd, ROOT / args.docs)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 
 KEYS = ("eval_return_mean", "eval_return_std", "eval_return_min", "sparse_policy_return_mean",
         "sparse_policy_return_std", "sparse_policy_return_min", "surrogate_return_mean", "surrogate_return_min",
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     md = markdown(rows, command, args.config, time.time() - t0)
     print(md)
     if args.write_docs:
-        from docs_output import write_results, write_section
+        from benchmarks.docs_output import write_results, write_section
 
         write_section("dyna", md)
         write_results("main_job", headline(rows), command)

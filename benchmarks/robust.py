@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.docs_output import write_results, write_section  # noqa: E402
 from sindyrl.robust import MADAttack, episode_returns, observation_scale, random_policy  # noqa: E402
 from sindyrl.robust.commands import RobustOptions, run_factories, run_robust  # noqa: E402
 from sindyrl.runs import Run  # noqa: E402
@@ -134,11 +134,9 @@ def calibrate_epsilon(a: Args, run: Run, natural, scale: np.ndarray) -> tuple[fl
 
 
 def write_docs(a: Args, res: dict) -> None:
-    path = ROOT / a.docs
-    text = path.read_text()
     m = res["adaptation"]
     P = res["payoff"]
-    lines = ["<!-- robust:start -->", "## Robust RL: non-dominated set and test-time bandit", "",
+    lines = ["## Robust RL: non-dominated set and test-time bandit", "",
              f"Command: `{res['command']}` ({res['seconds'] / 60:.0f} min on the shared 2-core machine). "
              f"Run: `{res['run']}` (PPO natural policy trained on the sparse surrogate); "
              "attackers and robust policies trained on the same surrogate, every return below measured on the "
@@ -195,12 +193,26 @@ def write_docs(a: Args, res: dict) -> None:
                      f"{m[f'{k}_final_regret']:.0f} | {m[f'{k}_regret_exponent']:.2f} | "
                      f"{m[f'{k}_regret_half_ratio']:.2f} | {m[f'{k}_dynamic_regret']:.0f} |")
     lines += ["", "Done-when checks: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in res["checks"].items())
-              + ".", "", f"Plots: `{res['run']}/plots/robust_payoff.png`, `{res['run']}/plots/robust_regret.png`.",
-              "<!-- robust:end -->"]
-    new, n = re.subn(r"<!-- robust:start -->.*?<!-- robust:end -->", "\n".join(lines), text, flags=re.S)
-    if n != 1:
-        raise RuntimeError(f"{path}: robust markers not found")
-    path.write_text(new)
+              + ".", "", f"Plots: `{res['run']}/plots/robust_payoff.png`, `{res['run']}/plots/robust_regret.png`."]
+    write_section("robust", "\n".join(lines), ROOT / a.docs)
+    write_results("robust", figures(res), res["command"], ROOT / a.docs)
+
+
+def figures(res: dict) -> dict:
+    """The headline figures for docs/results/robust.json: baselines, set size, each selector's return and regret."""
+    m = res["adaptation"]
+    per_bandit = ("mean_return", "gap_to_best_rel", "final_regret", "regret_exponent", "regret_half_ratio",
+                  "dynamic_regret")
+    return {
+        "epsilon": res["epsilon"], "random_return": res["random_return"], "natural_return": res["natural_return"],
+        "mad_advantage_removed": res["mad_advantage_removed"], "kept_policies": len(res["kept"]),
+        "natural_mean_return": m["natural_mean_return"], "best_fixed_mean_return": m["best_fixed_mean_return"],
+        "segment_best_mean_return": m["segment_best_mean_return"], "schedule_episodes": m["episodes"],
+        "checks_passed": sum(bool(v) for v in res["checks"].values()), "checks_total": len(res["checks"]),
+        **{k: {f: m[f"{k}_{f}"] for f in per_bandit}
+           for k in [*res["options"]["bandits"], *res["options"]["extra_bandits"]]},
+        "seconds": res["seconds"],
+    }
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ policies into sparse policies (``sindyrl.policy.distill_run``) for the compactne
 Outputs: ``results/sample_efficiency.json`` (every trial and the aggregates), one JSON per trial under
 ``results/sample_efficiency/`` (reused on a restart while the settings it was run with are unchanged),
 ``results/sample_efficiency.png`` (return vs real steps, log x) and, with ``--write-docs``, the table in
-docs/benchmarks.md.
+docs/benchmarks.md and its headline figures in docs/results/sample_efficiency.json.
 
     python benchmarks/sample_efficiency.py --jobs 2 --write-docs   # the scaled benchmark (~1-2 hours on 2 cores)
     python benchmarks/sample_efficiency.py --quick --out-dir /tmp/se   # a smoke test, Pendulum only
@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sindyrl.runs import limit_threads
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.docs_output import write_results, write_section  # noqa: E402
+from sindyrl.runs import limit_threads  # noqa: E402
 
 
 @dataclass
@@ -51,7 +54,9 @@ class Args:
     distill: bool = True
     """distil the E-SINDy runs' policies for the compactness table"""
     write_docs: bool = False
-    """replace the sample_efficiency section of docs/benchmarks.md"""
+    """replace the sample_efficiency section of --docs and write results/sample_efficiency.json beside it"""
+    docs: str = "docs/benchmarks.md"
+    """the markdown file --write-docs rewrites (relative to the repository root)"""
     fresh: bool = False
     """ignore stored per-trial results (default: reuse them, so a restart only runs what is missing)"""
     deadline: str = ""
@@ -475,14 +480,29 @@ def plot(trials: list[dict], settings_by_task: dict, path: Path) -> Path:
     return path
 
 
-def write_docs(md: str, docs: Path) -> None:
-    start, end = "<!-- sample_efficiency:start -->", "<!-- sample_efficiency:end -->"
-    text = docs.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{docs}: no {start} ... {end} section")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    docs.write_text(f"{head}{start}\n{md.rstrip()}\n{end}{tail}")
+def figures(agg: dict) -> dict:
+    """The headline figures for docs/results/sample_efficiency.json, per task: each method's final return, return
+    at every budget and real steps to the threshold, and the real-step ratios against sindyrl (None: not reached)."""
+    out: dict = {}
+    for task, a in agg.items():
+        t: dict = {"threshold": a["threshold"]}
+        for m, r in a["methods"].items():
+            t[m] = {"final_return": r["final_return"][0], "final_return_std": r["final_return"][1],
+                    "real_steps": r["real_steps"], "steps_to_threshold": r["steps_to_threshold"][0],
+                    "reached_threshold": r["reached_threshold"], "n_seeds": r["n_seeds"],
+                    "return_at": {str(b): r["at_budget"][str(b)][0] for b in a["budgets"]},
+                    **{k: r[k] for k in ("neural_policy_params", "sparse_policy_nnz", "sparse_policy_return_mean",
+                                         "dynamics_nnz") if k in r}}
+        t["steps_to_threshold_ratio"] = {m: v.get("ratio") for m, v in a["ratios"].items()}
+        t["steps_to_threshold_ratio_lower_bound"] = {m: v["lower_bound"] for m, v in a["ratios"].items()
+                                                     if "lower_bound" in v}
+        mt = a.get("match") or {}
+        if mt.get("ratios"):
+            t["match_level"] = mt["level"]
+            t["match_ratio"] = {m: v.get("ratio") for m, v in mt["ratios"].items()}
+            t["match_ratio_lower_bound"] = {m: v["lower_bound"] for m, v in mt["ratios"].items() if "lower_bound" in v}
+        out[task] = t
+    return out
 
 
 def _past_deadline(deadline: str) -> bool:
@@ -600,9 +620,10 @@ def main(args: Args) -> dict:
     if failed:
         print("failed (left out of the table; a restart runs them again): " + ", ".join(failed))
     if args.write_docs and failed:
-        print("docs/benchmarks.md not rewritten: the table would miss the failed trials")
+        print(f"{args.docs} not rewritten: the table would miss the failed trials")
     elif args.write_docs:
-        write_docs(md, ROOT / "docs" / "benchmarks.md")
+        write_section("sample_efficiency", md, ROOT / args.docs)
+        write_results("sample_efficiency", figures(agg), cmd, ROOT / args.docs)
     return result
 
 

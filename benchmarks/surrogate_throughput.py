@@ -5,7 +5,7 @@ per-step pysindy ``predict`` loop, measured in one run.
 
 The figures that matter are the ratios (same machine, same minute). Writes
 results/surrogate_throughput.json and, with --write-docs, the `surrogate`
-section of docs/benchmarks.md.
+section of docs/benchmarks.md and docs/results/surrogate.json.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,14 +23,16 @@ import gymnasium as gym
 import numpy as np
 import pysindy as ps
 
-from sindyrl.config import LibraryConfig
-from sindyrl.data import collect
-from sindyrl.dynamics import SINDyDynamics
-from sindyrl.regression import build_library
-from sindyrl.reward import known_reward
-from sindyrl.surrogate import SurrogateVecEnv
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.docs_output import write_results, write_section  # noqa: E402
+from sindyrl.config import LibraryConfig  # noqa: E402
+from sindyrl.data import collect  # noqa: E402
+from sindyrl.dynamics import SINDyDynamics  # noqa: E402
+from sindyrl.regression import build_library  # noqa: E402
+from sindyrl.reward import known_reward  # noqa: E402
+from sindyrl.surrogate import SurrogateVecEnv  # noqa: E402
 
 
 @dataclass
@@ -99,8 +102,9 @@ def main(args: Args) -> dict:
     out = ROOT / "results" / "surrogate_throughput.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
+    command = f"python benchmarks/surrogate_throughput.py --n-envs {args.n_envs} --write-docs"
     table = (
-        f"Command: `python benchmarks/surrogate_throughput.py --n-envs {args.n_envs} --write-docs` "
+        f"Command: `{command}` "
         f"(Pendulum-v1, degree-{args.degree} E-SINDy model with {dyn.model_.nnz} nonzero terms, "
         f"{dyn.model_.n_models} members, median aggregate).\n\n"
         "| path | env-steps/s | ratio (batched surrogate / this) |\n|---|---|---|\n"
@@ -110,12 +114,10 @@ def main(args: Args) -> dict:
     )
     print(table)
     if args.write_docs:
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        a, b = "<!-- surrogate:start -->", "<!-- surrogate:end -->"
-        head, rest = text.split(a, 1)
-        _, tail = rest.split(b, 1)
-        doc.write_text(f"{head}{a}\n## Surrogate throughput\n\n{table}{b}{tail}")
+        write_section("surrogate", f"## Surrogate throughput\n\n{table}")
+        write_results("surrogate", {k: res[k] for k in (
+            "surrogate_vecenv_steps_per_s", "real_env_steps_per_s", "pysindy_predict_steps_per_s", "ratio_vs_pysindy",
+            "ratio_vs_real_env", "dynamics_nnz", "dynamics_members")} | {"n_envs": args.n_envs}, command)
     return res
 
 

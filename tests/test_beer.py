@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -298,3 +299,6 @@ def test_benchmark_script_runs_on_a_tiny_budget(tmp_path, monkeypatch):
     assert (tmp_path / "beer.json").is_file() and (tmp_path / "beer_curves.png").is_file()
     text = doc.read_text()
     assert "old" not in text and "| Pendulum-v1 | 300 (100) | BEER |" in text and "keep" in text
+    figures = json.loads((tmp_path / "results" / "beer.json").read_text())["figures"]  # beside the docs file
+    assert figures["pendulum_v1.beer_over_ddpg_median"] == results["timing"]["Pendulum-v1"]["beer_over_ddpg_median"]
+    assert math.isfinite(figures["pendulum_v1.BEER.final_return_mean"])

@@ -39,9 +39,24 @@ def test_quick_benchmark_writes_results_plot_and_table(tmp_path, capsys):
     assert (out / "sample_efficiency.png").stat().st_size > 5000
     md = capsys.readouterr().out
     assert "Pendulum-v1" in md and "| sindyrl Dyna (E-SINDy) | 1 | 300 |" in md and "Compactness" in md
-    # a restart reuses every stored trial (nothing is trained again)
-    again = se.main(args)
+    # a restart reuses every stored trial (nothing is trained again); with --write-docs it rewrites the section of
+    # the --docs file and writes results/sample_efficiency.json beside it: a copy here, the real docs stay as they are
+    real_docs, real_json = ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "results" / "sample_efficiency.json"
+    before = (real_docs.read_text(), real_json.read_text() if real_json.exists() else None)
+    docs = tmp_path / "docs" / "benchmarks.md"
+    docs.parent.mkdir()
+    docs.write_text(before[0])
+    again = se.main(se.dataclasses.replace(args, write_docs=True, docs=str(docs)))
     assert again["trials"] == res["trials"]
+    assert (real_docs.read_text(), real_json.read_text() if real_json.exists() else None) == before
+    section = docs.read_text().split("<!-- sample_efficiency:start -->")[1].split("<!-- sample_efficiency:end -->")[0]
+    assert "| sindyrl Dyna (E-SINDy) | 1 | 300 |" in section and "--quick" in section
+    written = json.loads((tmp_path / "docs" / "results" / "sample_efficiency.json").read_text())
+    assert written["command"] == "python benchmarks/sample_efficiency.py --quick"
+    fig = written["figures"]
+    assert fig["pendulum.sindy.real_steps"] == 300 and fig["pendulum.sindy.return_at.300"] < 0
+    assert fig["pendulum.sindy.sparse_policy_nnz"] == sindy["sparse_policy_nnz"]
+    assert {"pendulum.steps_to_threshold_ratio.sac", "pendulum.sac.final_return"} <= set(fig)
     # a changed SAC budget reruns the SAC trial only
     se.QUICK["pendulum"]["sac"] = {**se.QUICK["pendulum"]["sac"], "steps": 200, "eval_every": 100}
     third = se.main(args)

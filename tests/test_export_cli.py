@@ -122,10 +122,13 @@ def test_inference_benchmark_runs_on_a_tiny_budget(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "inference.json"
+    docs = tmp_path / "docs" / "benchmarks.md"  # a copy: the test must not rewrite the real docs
+    docs.parent.mkdir()
+    docs.write_text("# B\n<!-- inference:start -->\nold\n<!-- inference:end -->\n")
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "inference.py"), "--repeats", "1", "--min-time", "0.001",
          "--net-arch", "16,16", "--n-states", "500",
-         "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root,
+         "--out", str(out), "--write-docs", "--docs", str(docs)], capture_output=True, text=True, timeout=300, cwd=root,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())["results"][0]
@@ -133,6 +136,10 @@ def test_inference_benchmark_runs_on_a_tiny_budget(tmp_path):
     assert all(v > 0 for lat in res["latency_us"].values() for v in lat.values())
     assert res["bytes"]["onnx_int8"] < res["bytes"]["onnx_float"] < res["bytes"]["checkpoint_zip"]
     assert res["parity_max_abs"]["onnx_float"] <= 1e-5 and "| onnxruntime int8 |" in proc.stdout
+    assert "| onnxruntime int8 |" in docs.read_text() and "old" not in docs.read_text()
+    written = json.loads((tmp_path / "docs" / "results" / "inference.json").read_text())
+    assert "--docs" not in written["command"] and written["command"].endswith("--write-docs")
+    assert written["figures"]["sac_16x16.latency_ratio_to_torch.batch1.ort_float"] > 0
 
 
 def test_pipeline_export_stage_takes_config_options(tmp_path):
