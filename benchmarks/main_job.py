@@ -86,7 +86,8 @@ def headline(rows: list[dict]) -> dict:
         "sparse_nnz_mean": float(arr("sparse_policy_nnz").mean()),
         "real_steps_collect_max": int(arr("real_steps_collect").max()),
         "real_steps_total_max": int(arr("real_steps_total").max()),
-        "per_seed": rows,
+        "per_seed": {f"seed{r['seed']}": {k: float(v) for k, v in r.items() if k != "seed" and v is not None}
+                     for r in rows},
     }
 
 
