@@ -133,16 +133,24 @@ class SurrogateAssessment:
                 f"{self.n_failed}/{self.returns.size} starts failed")
 
 
-def assessment_starts(buffer, n: int = 256, seed: int = 0) -> np.ndarray:
+def assessment_starts(buffer, n: int = 256, seed: int = 0, doomed_steps: int = 10) -> np.ndarray:
     """Start states for a surrogate assessment: every real episode's first state, then stored states at random.
 
     The first states are samples of the real task's initial-state distribution; the others cover the
-    region the policy visits. At most ``n`` states (all first states are kept when there are more).
+    region the policy visits. States fewer than ``doomed_steps`` steps before a real episode *terminated*
+    are left out: from there the task may be lost whatever the policy does (the pole already falling), so
+    a low return there says nothing about the policy. At most ``n`` states (all first states are kept
+    when there are more).
     """
     if len(buffer) == 0:
         raise ValueError("assessment_starts: the buffer holds no transitions")
-    first = np.array([e[0] for e in buffer.episodes()])
-    rest = np.setdiff1d(np.arange(len(buffer)), first)
+    episodes = buffer.episodes()
+    first = np.array([e[0] for e in episodes])
+    doomed = np.zeros(len(buffer), dtype=bool)
+    for e in episodes:
+        if buffer.terminated[e[-1]]:
+            doomed[e[-doomed_steps:]] = True
+    rest = np.setdiff1d(np.flatnonzero(~doomed), first)
     k = max(0, min(n - len(first), len(rest)))
     pick = np.random.default_rng(seed).choice(rest, size=k, replace=False) if k else np.zeros(0, dtype=np.int64)
     return buffer.obs[np.concatenate([first, np.sort(pick)]).astype(np.int64)]

@@ -96,3 +96,17 @@ def test_surrogate_terminates_where_the_task_ends_and_truncates_elsewhere():
     for _ in range(5):
         _, _, terminated, truncated, _ = env.step(np.zeros(1))
     assert terminated and not truncated
+
+
+def test_assessment_starts_leave_out_states_just_before_a_real_episode_ended():
+    from sindyrl.evaluation import assessment_starts
+
+    buf = _inverted_pendulum_data(0, 1500)
+    episodes = buf.episodes()
+    first = {tuple(buf.obs[e[0]]) for e in episodes}
+    doomed = {tuple(buf.obs[i]) for e in episodes if buf.terminated[e[-1]] for i in e[-10:]} - first
+    starts = assessment_starts(buf, n=400, seed=0)
+    got = {tuple(x) for x in starts}
+    assert first <= got  # every real initial state
+    assert not got & doomed
+    assert len(starts) == min(400, len(first) + len(buf) - len(first) - len(doomed))
