@@ -27,7 +27,7 @@ _GREEK = {
     "th": "θ", "theta": "θ", "kappa": "κ", "lambda": "λ", "lam": "λ", "mu": "μ", "nu": "ν", "xi": "ξ",
     "rho": "ρ", "sigma": "σ", "tau": "τ", "phi": "φ", "chi": "χ", "psi": "ψ", "omega": "ω", "om": "ω",
 }
-_APPLY = "<mo>&#x2061;</mo>"  # function application: "cos θ"
+_APPLY = "<mo>&#x2061;</mo><mspace width='0.17em'/>"  # function application: "cos θ" (Chromium adds no space)
 _TIMES = "<mo>&#x2062;</mo>"  # invisible times between a coefficient or frequency and what it multiplies
 _FACTOR_SEP = "<mo>&#x2062;</mo><mspace width='0.2em'/>"  # between factors: "cos θ sin θ", not "cosθsinθ"
 
