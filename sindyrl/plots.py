@@ -204,9 +204,13 @@ def plot_traces(run: Run, traces: dict[str, dict] | None = None, labels: dict[st
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("step")
-    start = f"reset seed {seeds.pop()}" if len(seeds) == 1 else "reset seeds " + ", ".join(map(str, sorted(seeds)))
-    fig.suptitle(f"closed loop on the real environment from the same start ({start})" if seeds else
-                 "closed loop on the real environment", fontsize=10)
+    if len(seeds) == 1:
+        title = f"closed loop on the real environment from the same start (reset seed {min(seeds)})"
+    elif seeds:
+        title = "closed loop on the real environment (reset seeds " + ", ".join(map(str, sorted(seeds))) + ")"
+    else:
+        title = "closed loop on the real environment"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, run, "closed_loop.png")
 
