@@ -108,7 +108,7 @@ def controller_rows(summary: dict, control: dict | None = None) -> list[dict]:
                 out.append(_row(key, key.upper(), s[k], s.get(p + "return_std"), s.get(p + "return_min")))
     if "hil_return_mean" in s:
         out.append(_row("hil", f"{s.get('hil_policy', '')} policy on the {s.get('hil_board', '?')} board".strip(),
-                        s["hil_return_mean"], None, None, s.get("hil_returns"), seed,
+                        s["hil_return_mean"], None, None, s.get("hil_returns"), s.get("hil_seed", seed),
                         note="generated C driving the real env over the serial protocol"))
     return out
 
