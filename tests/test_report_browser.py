@@ -109,7 +109,8 @@ def rendered(tmp_path_factory, request):
     dom = _chromium_run(tmp, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     m = re.search(r"<pre id=\"probe\">(.*?)</pre>", dom, re.S)
     assert m, f"layout probe did not run; DOM starts {dom[:500]!r}"
-    shot_dir = request.config.cache.mkdir("report-browser") if request.config.cache else tmp
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    shot_dir = cache.mkdir("report-browser") if cache is not None else tmp
     shot = shot_dir / f"report-{WIDTH}x{HEIGHT}.png"
     _chromium_run(tmp, f"--screenshot={shot}", page.as_uri())
     return json.loads(html.unescape(m.group(1))), shot, run
