@@ -21,7 +21,7 @@ __all__ = ["main", "build_parser"]
 
 # packages that add commands: module -> register(subparsers)
 _PLUGINS = ("export.commands", "controllers.commands", "firmware_bridge.commands", "sindyrl.robust.commands",
-            "sindyrl.sweep")
+            "sindyrl.sweep", "sindyrl.compare")
 
 
 def _echo(quiet: bool):

@@ -130,6 +130,8 @@ class AgentConfig:
     initial_steps: int = 100_000
     #: surrogate steps in each later Dyna iteration
     steps_per_iteration: int = 50_000
+    #: TensorBoard events under <run>/tb (the Dyna loop's scalars and the SB3 agent's)
+    tensorboard: bool = True
 
 
 @dataclass

@@ -47,6 +47,7 @@ from .evaluation import (
 from .reward import SINDyReward, known_reward
 from .runs import Run, algorithm_class
 from .surrogate import SurrogateVecEnv
+from .tensorboard import DynaBoard, agent_log_dir
 from .termination import BUILTIN_TERMINATIONS, BoxTermination, resolve_termination
 
 __all__ = ["Dyna", "DynaState", "ProgressCallback", "build_surrogate", "fit_models", "final_eval_episodes"]
@@ -206,6 +207,7 @@ class Dyna:
         self.progress_bar = progress_bar
         self.spec = run.spec
         self.agent = None
+        self.board = DynaBoard(run.path, enabled=False)
 
     # ----------------------------------------------------------- helpers
     def _make_agent(self, env):
@@ -215,6 +217,7 @@ class Dyna:
         kwargs.setdefault("seed", self.cfg.seed)
         kwargs.setdefault("verbose", 0)
         kwargs.setdefault("device", "cpu")
+        kwargs.setdefault("tensorboard_log", agent_log_dir(self.run_dir.path, cfg.tensorboard))
         try:
             return cls(cfg.policy, env, **kwargs)
         except TypeError as e:
@@ -349,6 +352,7 @@ class Dyna:
             row[k] = v
         rows.append(row)
         run.write_metrics(rows)
+        self.board.log_iteration(row)
         state.iteration = it + 1
         state.wall_seconds = time.time() - t_start
         state.save(run)
@@ -368,6 +372,7 @@ class Dyna:
             self.agent = run.load_agent()
             echo(f"[agent] resumed {cfg.agent.algo.upper()} from {run.agent_path}")
         start_it = state.iteration
+        self.board = DynaBoard(run.path, enabled=cfg.agent.tensorboard)
         for it in range(start_it, cfg.dyna.iterations):
             if state.stopped_early:
                 break
@@ -418,7 +423,8 @@ class Dyna:
         """The deterministic real evaluation that confirms the result, and the train stage's summary."""
         cfg, run, echo = self.cfg, self.run_dir, self.echo
         n_final = final_eval_episodes(cfg, state.real_steps_collect, self.spec.horizon)
-        final = evaluate_policy(sb3_act(self.agent), run.make_env, n_final, seed=cfg.seed)
+        final = evaluate_policy(sb3_act(self.agent), run.make_env, n_final, seed=cfg.seed, keep_trace=True)
+        run.save_trace("neural", final.trace)
         last = rows[-1] if rows else {}
         summary = {
             "env_id": cfg.env.id, "algo": cfg.agent.algo, "seed": cfg.seed,
@@ -438,6 +444,8 @@ class Dyna:
              f"surrogate estimate {last.get('surrogate_return_mean', float('nan')):.1f}, worst "
              f"{last.get('surrogate_return_min', float('nan')):.1f}; after {state.real_steps_collect} real steps "
              f"(+{state.real_steps_eval + int(final.lengths.sum())} evaluation)")
+        self.board.log_final(summary, iteration=len(rows))
+        self.board.close()
         try:
             from .plots import plot_training
 

@@ -324,7 +324,8 @@ def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
     else:
         neural = evaluate_policy(sb3_act(agent), run.make_env, n, seed=cfg.seed)
         real_steps += int(neural.lengths.sum())
-    sparse = evaluate_policy(policy.act, run.make_env, n, seed=cfg.seed)
+    sparse = evaluate_policy(policy.act, run.make_env, n, seed=cfg.seed, keep_trace=True)
+    run.save_trace("sparse", sparse.trace)
     real_steps += int(sparse.lengths.sum())
     out = {
         "neural_policy_return_mean": float(neural.mean()), "neural_policy_return_std": float(neural.std()),

@@ -11,6 +11,7 @@
     runs/<name>/summary.json     headline figures, flat keys; each stage adds its own
     runs/<name>/manifest.json    versions, hashes, timings
     runs/<name>/state.json       Dyna progress (for --resume)
+    runs/<name>/traces/*.npz     one closed-loop episode per controller (obs, actions, rewards), for the report
 
 All writes are atomic (temporary file, then rename). ``limit_threads`` is the thread cap every run
 process starts with (the CLI, sweep trials, benchmark workers).
@@ -25,8 +26,10 @@ import io
 import json
 import os
 import platform
+import re
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from .atomic import atomic_write  # re-exported: the run directory's writes, as before
@@ -277,3 +280,28 @@ class Run:
             "timings": {**old.get("timings", {}), **(timings or {})},
         }
         atomic_write(p, json.dumps(man, indent=1))
+
+    # ------------------------------------------------------------ traces
+    def save_trace(self, label: str, trace: dict) -> Path:
+        """Write one closed-loop episode (``obs``, ``actions``, ``rewards`` arrays) to ``traces/<label>.npz``.
+
+        ``trace`` is typically ``evaluate_policy(..., keep_trace=True).trace``; the report draws every trace.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label or ""):
+            raise ValueError(f"save_trace: label {label!r} must be letters, digits, '_', '.' or '-'")
+        if trace is None or not {"obs", "actions", "rewards"} <= set(trace):
+            raise ValueError(f"save_trace({label!r}): trace needs 'obs', 'actions' and 'rewards' arrays "
+                             "(evaluate_policy(..., keep_trace=True).trace)")
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in trace.items()})
+        p = self._dir("traces") / f"{label}.npz"
+        atomic_write(p, buf.getvalue())
+        return p
+
+    def load_traces(self) -> dict[str, dict]:
+        """Every saved trace: label -> dict of arrays (empty when the run has none)."""
+        out = {}
+        for p in sorted((self.path / "traces").glob("*.npz")):
+            with np.load(p, allow_pickle=False) as z:
+                out[p.stem] = {k: z[k] for k in z.files}
+        return out
