@@ -300,8 +300,7 @@ class SINDyDynamics:
                 ens[:, i, k] += 1.0
                 ref_coef[i, k] += 1.0
         self._ref_coef = ref_coef
-        lo = np.minimum(buffer.obs.min(0), buffer.next_obs.min(0))
-        hi = np.maximum(buffer.obs.max(0), buffer.next_obs.max(0))
+        lo, hi = buffer.state_bounds()
         in_lo = np.concatenate([lo, buffer.actions.min(0)])
         in_hi = np.concatenate([hi, buffer.actions.max(0)])
         self.model_ = SparseModel(

@@ -1,7 +1,8 @@
 """Evaluate a policy on the real environment with fixed reset seeds.
 
 Episode ``i`` starts from ``reset(seed=seed + i)``, so different policies
-evaluated with the same ``seed`` see the same initial states.
+evaluated with the same ``seed`` see the same initial states. :class:`StepCounter`
+counts the real steps a stage spends through an env factory.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["evaluate_policy", "sb3_act", "EvalResult"]
+__all__ = ["evaluate_policy", "sb3_act", "EvalResult", "StepCounter"]
 
 
 class EvalResult(np.ndarray):
@@ -64,3 +65,28 @@ def sb3_act(model, deterministic: bool = True) -> Callable[[np.ndarray], np.ndar
         return model.predict(obs, deterministic=deterministic)[0]
 
     return act
+
+
+class _CountedEnv(gym.Wrapper):
+    def __init__(self, env: gym.Env, counter: StepCounter) -> None:
+        super().__init__(env)
+        self._counter = counter
+
+    def step(self, action):
+        self._counter.steps += 1
+        return self.env.step(action)
+
+
+class StepCounter:
+    """An env factory that counts every ``step`` taken in the envs it makes.
+
+    Stages wrap ``run.make_env`` in one and report ``counter.steps`` as their
+    ``real_steps_<stage>``: real steps are what the user pays for.
+    """
+
+    def __init__(self, make_env: Callable[..., gym.Env]) -> None:
+        self.make_env = make_env
+        self.steps = 0
+
+    def __call__(self, *args, **kwargs) -> gym.Env:
+        return _CountedEnv(self.make_env(*args, **kwargs), self)
