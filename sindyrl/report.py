@@ -77,6 +77,16 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _skipped_section(summary: dict) -> tuple[str, str, list[Path]] | None:
+    """The stages that did not run (``summary["skipped"]``) and why."""
+    skipped = summary.get("skipped") or {}
+    if not skipped:
+        return None
+    t = "| stage | reason |\n|---|---|\n" + "".join(
+        f"| {stage} | {str(reason).replace('|', '/')} |\n" for stage, reason in skipped.items())
+    return ("Skipped stages", t, [])
+
+
 def _sections(run: Run) -> list[tuple[str, str, list[Path]]]:
     """(title, markdown body, images) in report order."""
     s = run.read_summary()
@@ -152,6 +162,9 @@ def _sections(run: Run) -> list[tuple[str, str, list[Path]]]:
     if other:
         t = "| figure | value |\n|---|---|\n" + "".join(f"| {k} | {_fmt(v)} |\n" for k, v in sorted(other.items()))
         out.append(("Export, hardware-in-the-loop and robustness figures", t, []))
+    skipped = _skipped_section(s)
+    if skipped:
+        out.append(skipped)
     extra_imgs = sorted(p for p in run.plots_dir.glob("*.png")
                         if p.name not in {"learning_curve.png", "model_rollout.png", "policy_comparison.png"})
     if extra_imgs:
