@@ -160,6 +160,18 @@ def trial_done(path: str | Path) -> bool:
         return False
 
 
+def _same_config(path: Path, cfg) -> bool:
+    """Whether the trial directory's config.yaml is ``cfg`` (compared as configs: a file written by an earlier
+    release, e.g. with ``stages: {}``, still matches)."""
+    if not path.is_file():
+        return False
+    try:
+        old = config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+    except (ConfigError, yaml.YAMLError):
+        return False
+    return config_to_dict(old) == config_to_dict(cfg)
+
+
 def run_trial(spec: dict, pipeline: TrialPipeline) -> dict:
     """Run (or resume, or skip) one trial through ``pipeline``; returns its headline figures.
 
@@ -171,9 +183,8 @@ def run_trial(spec: dict, pipeline: TrialPipeline) -> dict:
     limit_threads(1)  # one thread per trial: trials run side by side on few cores
     cfg = config_from_dict(json.loads(json.dumps(spec["config"])), source=spec["source"])
     cfg.name = spec["trial"]
-    want = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     resumed = False
-    if (path / "config.yaml").is_file() and (path / "config.yaml").read_text() == want:
+    if _same_config(path / "config.yaml", cfg):
         run, resumed = Run.open(path), True  # the Dyna loop resumes from its last checkpoint
     else:
         if path.exists():

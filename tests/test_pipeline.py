@@ -55,8 +55,11 @@ def test_old_package_keys_warn_and_still_work(tmp_path):
     p = tmp_path / "old.yaml"
     p.write_text(yaml.safe_dump({"env": {"id": "X"}, "stages": {"controllers": {"horizon": 12},
                                                                 "firmware_bridge": {"board": "host"}}}))
-    with pytest.warns(FutureWarning, match=r"stages\.controllers is deprecated.*use stages\.control"):
+    with pytest.warns(FutureWarning) as caught:
         cfg = load_config(p, ["stages.firmware_bridge.episodes=2"])
+    messages = [str(w.message) for w in caught]
+    assert any("stages.controllers is deprecated" in m and "use stages.control " in m for m in messages)
+    assert any("stages.firmware_bridge is deprecated" in m and "use stages.hil " in m for m in messages)
     assert cfg.stages.control.horizon == 12 and cfg.stages.hil == HILOptions(board="host", episodes=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
