@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.docs_output import write_results, write_section  # noqa: E402
+from sindyrl.pipeline import record_summary, run_stage  # noqa: E402
 from sindyrl.robust import MADAttack, episode_returns, observation_scale, random_policy  # noqa: E402
-from sindyrl.robust.commands import RobustOptions, run_factories, run_robust  # noqa: E402
+from sindyrl.robust.stage import RobustOptions, run_factories, run_robust  # noqa: E402
 from sindyrl.runs import Run  # noqa: E402
 
 
@@ -100,12 +101,11 @@ def get_run(a: Args) -> Run:
     if a.run:
         return Run.open(a.run)
     from sindyrl.config import load_config
-    from sindyrl.pipeline import stage_train
 
     cfg = load_config(ROOT / a.config, [f"dyna.iterations={a.dyna_iterations}"])
     run = Run.create(cfg, root=ROOT / "runs", name=f"robust-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"training the natural policy: {run.path}", flush=True)
-    run.update_summary(stage_train(run, echo=print, progress_bar=False))
+    run_stage(run, "train", echo=print, skip_ok=False, progress_bar=False)
     return run
 
 
@@ -235,7 +235,7 @@ def main() -> None:
                          extra_bandits={f"exp3ix@c{a.c_large:g}": {"c": a.c_large}})
     summary = run_robust(natural, make_vec, make_single, run.make_env, obs, opts, run.path / "robust", run.plots_dir,
                          echo=lambda *x: print(*x, flush=True))
-    run.update_summary(summary)
+    record_summary(run, summary)
     report = json.loads((run.path / "robust" / "adaptation.json").read_text())
     m = report["adaptation"]
     checks = {

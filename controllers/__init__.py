@@ -29,7 +29,8 @@ _NAMES = {
     "CompiledMPC": "controllers.codegen",
     "generate_solver_c": "controllers.codegen",
     "compile_shared": "controllers.codegen",
-    "control": "controllers.stage_fn",
+    "control": "controllers.stage",
+    "compare_policies": "controllers.stage",
 }
 
 __all__ = sorted(_NAMES)

@@ -1,10 +1,14 @@
-"""``sindyrl control RUN --method lqr|mpc``: the CLI face of :func:`controllers.stage_fn.control`."""
+"""``sindyrl control RUN --method lqr|mpc``: the CLI face of the ``control`` stage (:mod:`controllers.stage`).
+
+Flags override the run config's ``stages.control`` options; the figures go to ``summary.json`` through
+:func:`sindyrl.pipeline.run_stage`. A controller that cannot apply (no target state) fails the command.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-# the choices of controllers.stage_fn, repeated here so that registering the command imports nothing heavy
+# the choices of controllers.stage, repeated here so that registering the command imports nothing heavy
 METHODS = ("lqr", "mpc")
 MPC_SOLVERS = ("ipopt", "sqpmethod", "c")
 COSTS = ("auto", "reward", "quadratic")
@@ -13,15 +17,13 @@ __all__ = ["register", "cmd_control"]
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    from sindyrl.pipeline import run_stage
     from sindyrl.runs import Run
 
-    from .stage_fn import control
-
     run = Run.open(args.run)
-    control(
-        run, method=args.method, horizon=args.horizon, n_episodes=args.episodes, solver=args.solver,
-        cost=args.cost, target=args.target, seed=args.seed, compare=not args.no_compare,
-    )
+    run_stage(run, "control", skip_ok=False, methods=[args.method], horizon=args.horizon, n_episodes=args.episodes,
+              solver=args.solver, cost=args.cost, target=args.target, seed=args.seed,
+              compare=False if args.no_compare else None)
     print(f"[control] wrote {run.path / 'control.md'} and {run.path / 'control.json'}")
     return 0
 
@@ -45,12 +47,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("run", help="run directory")
     p.add_argument("--method", choices=METHODS, default="mpc", help="controller (default mpc)")
-    p.add_argument("--horizon", type=_positive_int, default=30, help="MPC horizon in steps (default 30)")
+    # defaults (None): the run config's stages.control options
+    p.add_argument("--horizon", type=_positive_int, default=None, help="MPC horizon in steps (default 30)")
     p.add_argument("--episodes", type=_positive_int, default=None,
-                   help="real episodes (default: dyna.final_eval_episodes of the run)")
-    p.add_argument("--solver", choices=MPC_SOLVERS, default="ipopt",
+                   help="real episodes (default: stages.control.n_episodes of the run, 5)")
+    p.add_argument("--solver", choices=MPC_SOLVERS, default=None,
                    help="MPC solver; 'c' builds and runs the generated sqpmethod/qrqp C (default ipopt)")
-    p.add_argument("--cost", choices=COSTS, default="auto",
+    p.add_argument("--cost", choices=COSTS, default=None,
                    help="MPC stage cost: negative reward or quadratic tracking of --target (default auto)")
     p.add_argument("--target", type=float, nargs="+", default=None,
                    help="target state, one value per observation (LQR equilibrium guess, tracking target)")

@@ -1,4 +1,8 @@
-"""``sindyrl export RUN [--what ...] [--quantize]``: the CLI face of :func:`export.stage_fn.export_run`."""
+"""``sindyrl export RUN [--what ...] [--quantize]``: the CLI face of the ``export`` stage (:mod:`export.stage`).
+
+Flags override the run config's ``stages.export`` options; the figures go to ``summary.json`` through
+:func:`sindyrl.pipeline.run_stage`.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,16 @@ _WHAT = ("policy", "sparse-policy", "dynamics", "reward", "all")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from sindyrl.pipeline import run_stage
     from sindyrl.runs import Run
 
-    from .stage_fn import export_run
-
     run = Run.open(args.run)
-    out = export_run(
-        run, what=args.what, quantize=args.quantize, n_states=args.n_states, seed=args.seed, tol=args.tol,
-        n_episodes=args.episodes,
-    )
-    run.update_summary(out)
+    out = run_stage(run, "export", skip_ok=False, what=args.what, quantize=args.quantize, n_states=args.n_states,
+                    seed=args.seed, tol=args.tol, n_episodes=args.episodes)
     if "onnx_parity_max_abs" in out:
+        tol = args.tol if args.tol is not None else run.config.stages.export.tol
         print(f"[export] worst parity error of {run.export_dir}/*.onnx: {out['onnx_parity_max_abs']:.3g} "
-              f"(tolerance {args.tol:g}); summary: {run.path / 'summary.json'}")
+              f"(tolerance {tol:g}); summary: {run.path / 'summary.json'}")
     return 0
 
 
@@ -48,14 +49,16 @@ def register(subparsers) -> None:
                     "Python reference by more than --tol; sizes and parity errors go into summary.json.",
     )
     p.add_argument("run", help="run directory")
-    p.add_argument("--what", choices=_WHAT, default="all",
-                   help="what to export (default all: every artifact the run has)")
-    p.add_argument("--quantize", action="store_true",
+    # defaults (None): the run config's stages.export options
+    p.add_argument("--what", choices=_WHAT, default=None,
+                   help="what to export (default: stages.export.what, all: every artifact the run has)")
+    p.add_argument("--quantize", action="store_true", default=None,
                    help="also write policy.int8.onnx (int8 dynamic quantisation) and compare its real-env return")
-    p.add_argument("--n-states", type=_int_at_least(0), default=10_000,
+    p.add_argument("--n-states", type=_int_at_least(0), default=None,
                    help="parity states per file (default 10000; 0 skips the check)")
-    p.add_argument("--tol", type=float, default=1e-5, help="largest accepted max-abs parity error (default 1e-5)")
+    p.add_argument("--tol", type=float, default=None, help="largest accepted max-abs parity error (default 1e-5)")
     p.add_argument("--seed", type=int, default=None, help="seed of parity states and evaluation (default: run seed)")
     p.add_argument("--episodes", type=_int_at_least(1), default=None,
-                   help="real episodes for the float/int8 return comparison (default: dyna.final_eval_episodes)")
+                   help="real episodes of each policy for the float/int8 return comparison (default: "
+                        "stages.export.n_episodes, 5)")
     p.set_defaults(func=cmd_export)

@@ -14,7 +14,7 @@ from typing import Any
 __all__ = [
     "generate_c", "generate_sparse_c", "generate_neural_c", "neural_spec_from_sb3", "NeuralSpec", "GeneratedC",
     "build_firmware", "FirmwareBuild", "BoardLink", "BoardLinkError", "BoardTimeout", "BoardErrorReply",
-    "HostBoard", "QemuBoard", "OnnxBoard", "run_hil", "hil_episodes", "stage",
+    "HostBoard", "QemuBoard", "OnnxBoard", "run_hil", "hil_episodes",
     "generate_policy_set_c", "PolicySetConfig", "BoardEXP3IX", "run_policy_set_hil",
 ]
 
@@ -24,7 +24,7 @@ _WHERE = {
     "build_firmware": "build", "FirmwareBuild": "build",
     "BoardLink": "link", "BoardLinkError": "link", "BoardTimeout": "link", "BoardErrorReply": "link",
     "HostBoard": "boards", "QemuBoard": "boards", "OnnxBoard": "boards",
-    "run_hil": "hil", "hil_episodes": "hil", "stage": "hil",
+    "run_hil": "hil", "hil_episodes": "hil",
     "generate_policy_set_c": "policy_set", "PolicySetConfig": "policy_set", "BoardEXP3IX": "policy_set",
     "run_policy_set_hil": "policy_set",
 }

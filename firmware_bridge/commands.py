@@ -1,6 +1,7 @@
 """CLI commands of the firmware bridge: ``sindyrl hil`` and ``sindyrl board serve``.
 
-``sindyrl/cli.py`` imports this module and calls :func:`register`.
+``sindyrl/cli.py`` imports this module and calls :func:`register`. ``sindyrl hil RUN`` runs the ``hil``
+stage (:mod:`firmware_bridge.stage`) through :func:`sindyrl.pipeline.run_stage`, which records its figures.
 """
 
 from __future__ import annotations
@@ -11,21 +12,20 @@ __all__ = ["register"]
 
 
 def cmd_hil(args: argparse.Namespace) -> int:
+    from sindyrl.pipeline import run_stage
     from sindyrl.runs import Run
-
-    from .hil import run_hil
 
     run = Run.open(args.run)
     if args.policy_set is not None:
         return _policy_set_hil(run, args)
-    report = run_hil(
-        run, board=args.board, policy=args.policy, episodes=args.episodes, seed=args.seed,
-        timeout=args.timeout, retries=args.retries,
-    )
-    return 0 if report.protocol_errors == 0 else 1
+    out = run_stage(run, "hil", skip_ok=False, board=args.board, policy=args.policy, episodes=args.episodes,
+                    seed=args.seed, timeout=args.timeout, retries=args.retries)
+    return 0 if out["hil_protocol_errors"] == 0 else 1
 
 
 def _policy_set_hil(run, args: argparse.Namespace) -> int:
+    from sindyrl.pipeline import record_summary
+
     from .policy_set import PolicySetConfig, load_policy_set, robust_return_bounds, run_policy_set_hil
 
     if args.board not in ("host", "qemu"):
@@ -35,13 +35,15 @@ def _policy_set_hil(run, args: argparse.Namespace) -> int:
     if bounds is None:
         raise ValueError("--policy-set needs --return-bounds LOW HIGH (no robust/adaptation.json in the run)")
     seed = int(run.config.seed) if args.seed is None else int(args.seed)
-    config = PolicySetConfig(len(policies), bounds, horizon=max(args.episodes, 1), seed=seed)
+    episodes = args.episodes if args.episodes is not None else run.config.stages.hil.episodes
+    config = PolicySetConfig(len(policies), bounds, horizon=max(episodes, 1), seed=seed)
     out = run_policy_set_hil(policies, lambda: run.make_env(), config, board=args.board,
-                             work_dir=run.firmware_dir, episodes=args.episodes, seed=seed,
-                             timeout=args.timeout, retries=args.retries)
+                             work_dir=run.firmware_dir, episodes=episodes, seed=seed,
+                             timeout=args.timeout if args.timeout is not None else 2.0,
+                             retries=args.retries if args.retries is not None else 2)
     for k, v in out.items():
         print(f"  {k:38s} {v}")
-    run.update_summary(out)
+    record_summary(run, out)
     return 0 if out["hil_policy_set_protocol_errors"] == 0 and out["hil_policy_set_python_replay_agrees"] else 1
 
 
@@ -67,10 +69,11 @@ def register(subparsers) -> None:
                         "onnx: the ONNX edge server (default: host)")
     h.add_argument("--policy", choices=["sparse", "neural"], default="sparse",
                    help="the distilled sparse policy or the neural agent (default: sparse)")
-    h.add_argument("--episodes", type=int, default=5, help="closed-loop episodes (default: 5)")
+    h.add_argument("--episodes", type=int, default=None,
+                   help="closed-loop real episodes (default: stages.hil.episodes of the run, 3)")
     h.add_argument("--seed", type=int, default=None, help="first reset seed (default: the run's seed)")
-    h.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default: 2)")
-    h.add_argument("--retries", type=int, default=2, help="resends of an unanswered request (default: 2)")
+    h.add_argument("--timeout", type=float, default=None, help="seconds to wait for each reply (default: 2)")
+    h.add_argument("--retries", type=int, default=None, help="resends of an unanswered request (default: 2)")
     h.add_argument("--policy-set", default=None, metavar="DIR",
                    help="put every SparseModel *.json in DIR on the board as one policy set; the board picks "
                         "each episode's policy with EXP3-IX and the host reports the returns (host/qemu boards)")

@@ -6,8 +6,10 @@ server), and runs closed-loop episodes on the real gymnasium env with every
 action computed on the board and sent back over the serial protocol. It
 reports return, per-step round-trip latency, the largest action difference
 against the Python reference on the same observations, protocol errors,
-flash/RAM and, on the Cortex-M4F, instructions per policy call; the figures go
-to the screen and to the run's ``summary.json`` under ``hil_`` keys.
+flash/RAM and, on the Cortex-M4F, instructions per policy call, and the real
+steps the session took. :meth:`HilReport.summary` gives the ``hil_`` figures;
+the ``hil`` stage (:mod:`firmware_bridge.stage`) returns them and the pipeline
+records them in ``summary.json``.
 
 :func:`run_policy_hil` is the same without a run directory (a policy object
 and an env factory), for scripts and tests.
@@ -32,7 +34,7 @@ from .build import build_firmware, missing_tools
 from .codegen import GeneratedC, generate_neural_c, generate_sparse_c, neural_spec_from_sb3
 from .link import BoardLink, BoardLinkError
 
-__all__ = ["BOARDS", "HilReport", "hil_episodes", "run_policy_hil", "run_hil", "stage", "default_board"]
+__all__ = ["BOARDS", "HilReport", "hil_episodes", "run_policy_hil", "run_hil", "default_board"]
 
 BOARDS = ("host", "qemu", "onnx")
 
@@ -58,6 +60,8 @@ class HilReport:
     instructions_per_call: float | None = None
     board_ns_per_call: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: real env steps of the session (board episodes and the Python reference episodes)
+    real_steps: int = 0
 
     @property
     def return_rel_diff_max(self) -> float:
@@ -245,8 +249,11 @@ def run_policy_hil(
     real : {"float", "double"}
         Arithmetic of the generated sparse-policy C (the M4F's FPU is single precision).
     """
+    from sindyrl.evaluation import StepCounter
+
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, got {board!r}")
+    make_env = StepCounter(make_env)
     kind = "sparse" if isinstance(policy, SparseModel) else "neural"
     tmp = None
     if work_dir is None:
@@ -315,7 +322,7 @@ def run_policy_hil(
             latency_p50_ms=float(np.percentile(rtts, 50)), latency_p99_ms=float(np.percentile(rtts, 99)),
             max_action_diff=res["max_action_diff"], protocol_errors=int(errors),
             flash_bytes=None if build is None else build.flash, ram_bytes=None if build is None else build.ram,
-            instructions_per_call=ipc, board_ns_per_call=ns, notes=notes,
+            instructions_per_call=ipc, board_ns_per_call=ns, notes=notes, real_steps=make_env.steps,
         )
         if tmp is None:
             log = work_dir / f"hil-{board}-{kind}.json"
@@ -326,17 +333,6 @@ def run_policy_hil(
             tmp.cleanup()
 
 
-def _load_vecnormalize(run) -> Any:
-    path = getattr(run, "vecnormalize_path", None)
-    if path is None or not Path(path).is_file():
-        return None
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    vn = VecNormalize.load(str(path), DummyVecEnv([run.make_env]))
-    vn.training = False
-    return vn
-
-
 def run_hil(
     run: Any,
     board: str = "host",
@@ -344,13 +340,13 @@ def run_hil(
     episodes: int = 5,
     seed: int | None = None,
     echo: Callable[[str], None] = print,
-    update_summary: bool = True,
     **options: Any,
 ) -> HilReport:
-    """HIL for a run directory (``sindyrl hil RUN``): its policy, its real env, its summary.
+    """HIL for a run directory: its policy, its real env (``sindyrl hil RUN`` runs the ``hil`` stage).
 
     ``policy`` is ``sparse`` (``run.load_model("policy")``) or ``neural``
-    (``run.load_agent()``). ``options`` go to :func:`run_policy_hil`.
+    (``run.load_agent()``). ``options`` go to :func:`run_policy_hil`. The report's figures
+    (:meth:`HilReport.summary`) are not written anywhere: the pipeline records what the stage returns.
     """
     if policy not in ("sparse", "neural"):
         raise ValueError(f"policy must be 'sparse' or 'neural', got {policy!r}")
@@ -362,28 +358,8 @@ def run_hil(
             options["onnx_path"] = exported
     report = run_policy_hil(
         obj, lambda: run.make_env(), board=board, work_dir=run.firmware_dir, episodes=episodes, seed=seed,
-        vecnormalize=_load_vecnormalize(run) if policy == "neural" else None,
+        vecnormalize=run.load_vecnormalize() if policy == "neural" else None,
         obs_names=run.obs_names, action_names=run.action_names, echo=echo, **options,
     )
     echo(report.format())
-    if update_summary:
-        run.update_summary(report.summary())
     return report
-
-
-def stage(run: Any, board: str | None = None, policy: str = "auto", episodes: int = 5, **options: Any) -> dict:
-    """The ``hil`` stage of ``sindyrl run``: QEMU when the toolchain is there, else the host board.
-
-    ``policy="auto"`` takes the sparse policy when the run has one, else the neural agent.
-    Returns the ``hil_`` summary keys.
-    """
-    allowed = {"seed", "max_steps", "timeout", "retries", "bench_calls", "onnx_path", "real", "echo"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(f"stages.firmware_bridge: unknown option(s) {sorted(unknown)}; expected board, policy, "
-                         f"episodes or {sorted(allowed - {'echo'})}")
-    board = board or default_board()
-    if policy == "auto":
-        policy = "sparse" if Path(run.model_path("policy")).is_file() else "neural"
-    report = run_hil(run, board=board, policy=policy, episodes=episodes, update_summary=False, **options)
-    return report.summary()

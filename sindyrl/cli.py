@@ -5,8 +5,13 @@
     sindyrl fit CONFIG             collect random data, fit the sparse models, print the equations
     sindyrl distill RUN            sparse policy from the run's neural policy
     sindyrl report RUN             report.html / report.md of a run
+    sindyrl robust CONFIG|RUN      the robust stage (training the run first when given a config)
+    sindyrl sweep CONFIG           seeds x settings, each trial a run directory (local pool or Ray Tune)
 
-Other packages add their own commands (export, control, board, hil, robust, sweep).
+Other packages add their own commands (export, control, board, hil). Every
+single-stage command runs its stage through :func:`sindyrl.pipeline.run_stage`,
+which records the figures in ``summary.json``; a stage that cannot apply fails
+the command with the reason.
 """
 
 from __future__ import annotations
@@ -20,8 +25,7 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 # packages that add commands: module -> register(subparsers)
-_PLUGINS = ("export.commands", "controllers.commands", "firmware_bridge.commands", "sindyrl.robust.commands",
-            "sindyrl.sweep", "sindyrl.compare")
+_PLUGINS = ("export.commands", "controllers.commands", "firmware_bridge.commands", "sindyrl.compare")
 
 
 def _echo(quiet: bool):
@@ -47,7 +51,7 @@ def cmd_run(args) -> int:
 
 
 def _print_summary(run, summary: dict) -> None:
-    keys = ["real_steps_collect", "real_steps_eval", "eval_return_mean", "eval_return_std",
+    keys = ["real_steps_collect", "real_steps_eval", "real_steps_total", "eval_return_mean", "eval_return_std",
             "neural_policy_return_mean", "sparse_policy_return_mean", "neural_policy_params", "sparse_policy_nnz",
             "onnx_parity_max_abs", "control_mpc_return_mean", "control_lqr_return_mean", "hil_return_mean"]
     print("\n=== summary")
@@ -60,13 +64,15 @@ def _print_summary(run, summary: dict) -> None:
                 "metrics.csv", "summary.json", "report.html"):
         if (run.path / sub).exists():
             print(f"  {run.path / sub}")
+    for stage, reason in (summary.get("skipped") or {}).items():
+        print(f"  skipped: {stage} ({reason})")
     if "report_html" in summary:
         print(f"\nreport: {summary['report_html']}")
 
 
 def cmd_train(args) -> int:
     from .config import load_config
-    from .pipeline import stage_train
+    from .pipeline import run_stage
     from .runs import Run
 
     if args.resume:
@@ -77,9 +83,8 @@ def cmd_train(args) -> int:
             raise ValueError("sindyrl train: give a CONFIG or --resume RUN")
         run = Run.create(load_config(args.config, args.set), root=args.runs_dir, name=args.name)
         print(f"sindyrl train: {args.config} -> {run.path}", flush=True)
-    summary = stage_train(run, echo=_echo(args.quiet), progress_bar=not args.quiet)
-    run.update_summary(summary)
-    _print_summary(run, summary)
+    run_stage(run, "train", echo=_echo(args.quiet), skip_ok=False, progress_bar=not args.quiet)
+    _print_summary(run, run.read_summary())
     return 0
 
 
@@ -123,13 +128,44 @@ def cmd_fit(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .policy import distill_run
+    from .pipeline import run_stage
     from .runs import Run
 
-    run = Run.open(args.run)
-    summary = distill_run(run, echo=_echo(False))
-    run.update_summary(summary)
+    run_stage(Run.open(args.run), "distill", echo=_echo(False), skip_ok=False)
     return 0
+
+
+def cmd_robust(args) -> int:
+    from .config import load_config
+    from .pipeline import run_stage
+    from .runs import Run
+
+    target = Path(args.target)
+    if target.is_dir():
+        run = Run.open(target)
+    elif target.is_file():
+        run = Run.create(load_config(target), root=args.runs_dir, name=args.name)
+        print(f"sindyrl robust: training {target} -> {run.path}", flush=True)
+        run_stage(run, "train", echo=_echo(False), skip_ok=False, progress_bar=False)
+    else:
+        raise ValueError(f"sindyrl robust: {target} is neither a run directory nor a config file")
+    flags = {k: getattr(args, k) for k in ("epsilon", "iterations", "attacker_steps", "policy_steps", "eval_episodes",
+                                           "bandit_episodes", "segment", "seed")}
+    run_stage(run, "robust", echo=_echo(False), skip_ok=False, **flags)
+    print(f"\npayoff matrix: {run.path / 'robust' / 'payoff.csv'}\nplots: {run.plots_dir / 'robust_payoff.png'}, "
+          f"{run.plots_dir / 'robust_regret.png'}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .pipeline import sweep
+
+    stages = [s for s in args.stages.split(",") if s]
+    out = sweep(args.config, seeds=args.seeds, sets=args.set, backend=args.backend, workers=args.workers,
+                address=args.address, runs_dir=args.runs_dir, name=args.name, stages=stages,
+                echo=lambda *a: print(*a, flush=True))
+    print(f"sweep directory: {out['path']}  (summary.md, summary.csv, trials.csv, sweep.png)")
+    return 1 if out["failed"] else 0
 
 
 def cmd_report(args) -> int:
@@ -180,6 +216,39 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write report.html and report.md for a run")
     rp.add_argument("run", help="run directory")
     rp.set_defaults(func=cmd_report)
+
+    rb = sub.add_parser(
+        "robust", help="non-dominated robust policies against observation attacks, and bandit selection at test time",
+        description="Train attackers and robust policies on the run's surrogate, write the payoff matrix "
+                    "(robust/payoff.csv, plots/robust_payoff.png) and evaluate EXP3-IX / EXP3.S selection "
+                    "under a switching attack schedule on the real env (plots/robust_regret.png). "
+                    "Options: stages.robust in the config; flags override them.")
+    rb.add_argument("target", metavar="CONFIG|RUN", help="a run directory, or a config to train first")
+    rb.add_argument("--name", help="run name when training from a config")
+    rb.add_argument("--runs-dir", default="runs", help="parent of new run directories (default: runs)")
+    rb.add_argument("--epsilon", type=float, help="attack radius in units of the data's per-dimension spread")
+    rb.add_argument("--iterations", type=int, help="at most this many new policies (K)")
+    rb.add_argument("--attacker-steps", type=int, help="surrogate steps per attacker training")
+    rb.add_argument("--policy-steps", type=int, help="surrogate steps per robust policy training")
+    rb.add_argument("--eval-episodes", type=int, help="real episodes per payoff cell")
+    rb.add_argument("--bandit-episodes", type=int, help="length of the switching schedule (episodes)")
+    rb.add_argument("--segment", type=int, help="episodes per attack in the schedule")
+    rb.add_argument("--seed", type=int)
+    rb.set_defaults(func=cmd_robust)
+
+    sw = sub.add_parser("sweep", help="run a grid of seeds x settings (local processes or Ray Tune)",
+                        description="Seed and parameter sweeps: a grid of ordinary run directories, run on this "
+                                    "machine or a Ray cluster (see sindyrl.sweep).")
+    sw.add_argument("config", help="base YAML config")
+    sw.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
+    sw.add_argument("--set", action="append", metavar="KEY=V1,V2", help="a grid axis (repeatable)")
+    sw.add_argument("--backend", choices=("local", "ray"), default="local")
+    sw.add_argument("--address", help="Ray cluster address (ray backend; default: start a local Ray instance)")
+    sw.add_argument("--workers", type=int, default=1, help="trials at the same time (default 1)")
+    sw.add_argument("--runs-dir", default="runs", help="parent of the sweep directory (default: runs)")
+    sw.add_argument("--name", help="sweep directory name (default: <config stem>-sweep; reuse it to resume)")
+    sw.add_argument("--stages", default="train", help="comma-separated pipeline stages per trial (default: train)")
+    sw.set_defaults(func=cmd_sweep)
 
     for mod in _PLUGINS:
         try:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from .stage_options import LEGACY_STAGE_KEYS, StagesConfig
+
 __all__ = [
     "Config", "EnvConfig", "CollectConfig", "LibraryConfig", "DynamicsConfig", "RewardConfig",
-    "AgentConfig", "SurrogateConfig", "DynaConfig", "DistillConfig", "ConfigError",
+    "AgentConfig", "SurrogateConfig", "DynaConfig", "DistillConfig", "StagesConfig", "ConfigError",
     "load_config", "config_from_dict", "config_to_dict", "apply_overrides",
 ]
 
@@ -199,8 +202,8 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     #: stages of ``sindyrl run`` to skip (e.g. [hil, control])
     skip: list[str] = field(default_factory=list)
-    #: free-form options for later stages (export, hil, control, robust)
-    stages: dict = field(default_factory=dict)
+    #: options of the later stages, by stage name (see sindyrl.stage_options)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     source: str = ""
 
 
@@ -221,8 +224,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             try:
                 return _coerce(value, a, path)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} does not match {_type_name(tp)}")
+                errors.append((a, str(e)))
+        # a list (mapping) that fails is best explained by the list (mapping) member of the union
+        same_shape = [msg for a, msg in errors if (typing.get_origin(a) is list) == isinstance(value, list)
+                      and (dataclasses.is_dataclass(a) or a is dict) == isinstance(value, dict)]
+        if len(errors) == 1 or len(same_shape) == 1:
+            raise ConfigError((same_shape or [errors[0][1]])[0])
+        raise ConfigError(f"{path}: {value!r} does not match {_type_name(tp)}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
@@ -325,11 +333,30 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"env.unit_pairs[{i}]: expected [cos_name, sin_name], got {p!r}")
     if not cfg.env.id.strip():
         raise ConfigError("env.id: must not be empty")
+    cfg.stages.validate("stages")
+
+
+def _translate_legacy_stage_keys(data: dict) -> dict:
+    """``stages.controllers`` / ``stages.firmware_bridge`` (keyed by package) -> ``stages.control`` / ``stages.hil``."""
+    stages = data.get("stages")
+    if not isinstance(stages, dict) or not set(stages) & set(LEGACY_STAGE_KEYS):
+        return data
+    stages = dict(stages)
+    for old, new in LEGACY_STAGE_KEYS.items():
+        if old not in stages:
+            continue
+        if new in stages:
+            raise ConfigError(f"stages.{old} and stages.{new} are the same stage's options: keep stages.{new}")
+        warnings.warn(f"config key stages.{old} is deprecated and will be removed in the next release: "
+                      f"use stages.{new} (options are keyed by stage name)", FutureWarning, stacklevel=4)
+        stages[new] = stages.pop(old)
+    return {**data, "stages": stages}
 
 
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
     """Build and validate a :class:`Config` from a plain mapping."""
     try:
+        data = _translate_legacy_stage_keys(data) if isinstance(data, dict) else data
         cfg = _build(Config, data, "")
         _validate(cfg)
     except ConfigError as e:

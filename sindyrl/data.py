@@ -92,6 +92,14 @@ class TransitionBuffer:
         if len(other):
             self.add(*(getattr(other, f) for f in _FIELDS))
 
+    def state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The data box: per-observation (low, high) over ``obs`` and ``next_obs`` together."""
+        if len(self) == 0:
+            raise ValueError("state_bounds: the transition buffer is empty")
+        lo = np.minimum(self.obs.min(0), self.next_obs.min(0))
+        hi = np.maximum(self.obs.max(0), self.next_obs.max(0))
+        return lo, hi
+
     def episodes(self) -> list[np.ndarray]:
         """Index arrays of each episode, in order of appearance."""
         ids, first = np.unique(self.episode, return_index=True)

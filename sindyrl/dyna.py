@@ -92,8 +92,7 @@ def build_surrogate(cfg: Config, dynamics, reward, buffer: TransitionBuffer, spe
         termination = resolve_termination(cfg.env.termination, cfg.env.id, buffer, spec.obs_names)
 
     horizon = cfg.surrogate.horizon or spec.horizon or 1000
-    lo = np.minimum(buffer.obs.min(0), buffer.next_obs.min(0))
-    hi = np.maximum(buffer.obs.max(0), buffer.next_obs.max(0))
+    lo, hi = buffer.state_bounds()
     obs_space = gym.spaces.Box(spec.obs_low.astype(np.float32), spec.obs_high.astype(np.float32), dtype=np.float32)
     act_space = gym.spaces.Box(spec.act_low.astype(np.float32), spec.act_high.astype(np.float32), dtype=np.float32)
     return SurrogateVecEnv(

@@ -244,8 +244,7 @@ class SINDyDynamics:
                     raise ValueError("dynamics: residual=True needs the linear state terms in the library")
                 ens[:, i, k] += 1.0
                 ref_coef[i, k] += 1.0
-        lo = np.minimum(buffer.obs.min(0), buffer.next_obs.min(0))
-        hi = np.maximum(buffer.obs.max(0), buffer.next_obs.max(0))
+        lo, hi = buffer.state_bounds()
         in_lo = np.concatenate([lo, buffer.actions.min(0)])
         in_hi = np.concatenate([hi, buffer.actions.max(0)])
         members = SparseModel(

@@ -7,6 +7,8 @@ Surrogate: :func:`assess_in_surrogate` runs one model episode from each of
 hundreds of stored real states in one batch (milliseconds, no real step) and
 looks at the worst starts, not only the mean, so a policy that gets stuck
 from some starts is seen before a real episode is spent on it.
+
+:class:`StepCounter` counts the real steps a stage spends through an env factory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["evaluate_policy", "sb3_act", "EvalResult", "SurrogateAssessment", "assess_in_surrogate",
+__all__ = ["evaluate_policy", "sb3_act", "EvalResult", "StepCounter", "SurrogateAssessment", "assess_in_surrogate",
            "assessment_starts", "sb3_act_batch"]
 
 
@@ -182,3 +184,28 @@ def assess_in_surrogate(act_batch: Callable[[np.ndarray], np.ndarray], venv, sta
     """One episode of ``act_batch`` in the surrogate ``venv`` (a :class:`SurrogateVecEnv`) from each start."""
     returns, lengths = venv.rollout_returns(act_batch, starts, seed=seed)
     return SurrogateAssessment(returns, lengths)
+
+
+class _CountedEnv(gym.Wrapper):
+    def __init__(self, env: gym.Env, counter: StepCounter) -> None:
+        super().__init__(env)
+        self._counter = counter
+
+    def step(self, action):
+        self._counter.steps += 1
+        return self.env.step(action)
+
+
+class StepCounter:
+    """An env factory that counts every ``step`` taken in the envs it makes.
+
+    Stages wrap ``run.make_env`` in one and report ``counter.steps`` as their
+    ``real_steps_<stage>``: real steps are what the user pays for.
+    """
+
+    def __init__(self, make_env: Callable[..., gym.Env]) -> None:
+        self.make_env = make_env
+        self.steps = 0
+
+    def __call__(self, *args, **kwargs) -> gym.Env:
+        return _CountedEnv(self.make_env(*args, **kwargs), self)

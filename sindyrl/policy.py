@@ -283,15 +283,12 @@ def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
     the real env on the same starts as the neural policy's final evaluation (whose returns are reused)."""
     from .dyna import build_surrogate
     from .evaluation import assess_in_surrogate, assessment_starts, evaluate_policy, sb3_act, sb3_act_batch
-    from .reward import SINDyReward, known_reward
-
     cfg = run.config
     agent = agent if agent is not None else run.load_agent()
     _check_agent(agent)
     spec = run.spec
     dyn = run.load_model("dynamics")
-    reward = known_reward(cfg.reward.known) if cfg.reward.known else \
-        SINDyReward.from_model(run.load_model("reward"), len(spec.obs_names))
+    reward = run.load_reward()
     buffer = run.load_data()
     n_params = policy_param_count(agent)
     dc = cfg.distill

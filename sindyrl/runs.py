@@ -200,6 +200,28 @@ class Run:
 
         p = self.models_dir / "termination.json"
         return BoxTermination.from_dict(json.loads(p.read_text())) if p.is_file() else None
+    def load_reward(self):
+        """The run's reward: its known reward function, else the saved sparse reward (``models/reward.json``)."""
+        from .reward import SINDyReward, known_reward
+
+        if self.config.reward.known:
+            return known_reward(self.config.reward.known)
+        return SINDyReward.from_model(self.load_model("reward"), len(self.obs_names))
+
+    def load_vecnormalize(self):
+        """The agent's VecNormalize statistics frozen for evaluation (None when the run has none).
+
+        ``training=False`` (statistics are not updated) and ``norm_reward=False``; loading against the real
+        env also checks that the statistics fit its observation space.
+        """
+        if not self.vecnormalize_path.is_file():
+            return None
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+        vn = VecNormalize.load(str(self.vecnormalize_path), DummyVecEnv([lambda: self.make_env()]))
+        vn.training = False
+        vn.norm_reward = False
+        return vn
 
     def load_data(self):
         from .data import TransitionBuffer

@@ -349,6 +349,18 @@ class SurrogateEnv(gym.Env):
         self.observation_space = observation_space
         self.action_space = action_space
 
+    @classmethod
+    def from_vec(cls, vec: SurrogateVecEnv) -> SurrogateEnv:
+        """The single-copy view of a one-copy :class:`SurrogateVecEnv` (``build_surrogate(..., n_envs=1)``)."""
+        if vec.num_envs != 1:
+            raise ValueError(f"SurrogateEnv.from_vec: expected a SurrogateVecEnv with n_envs=1, got {vec.num_envs}")
+        env = cls.__new__(cls)
+        gym.Env.__init__(env)
+        env._vec = vec
+        env.observation_space = vec.observation_space
+        env.action_space = vec.action_space
+        return env
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:

@@ -16,6 +16,11 @@ Backends: ``local`` (a process pool, spawn context, no extra services) and
 ``ray`` (Ray Tune; ``pip install 'sindyrl[ray]'``), which connects to a cluster
 with ``--address`` or starts a local Ray instance. Workers on a cluster must
 see the sweep directory (a shared file system).
+
+This module knows the grid, the backends and the aggregation, not the stages:
+:func:`run_sweep` is given the function that runs a trial's stages
+(``pipeline=sindyrl.pipeline.run_stages``; :func:`sindyrl.pipeline.sweep` and
+``sindyrl sweep`` pass it), so learning code never imports the pipeline or the CLI.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import itertools
 import json
 import re
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -39,10 +43,14 @@ import yaml
 from .config import ConfigError, apply_overrides, config_from_dict, config_to_dict
 from .runs import Run, atomic_write, limit_threads
 
-__all__ = ["parse_grid", "expand_trials", "run_trial", "run_sweep", "aggregate", "register", "DONE_KEY"]
+__all__ = ["parse_grid", "expand_trials", "run_trial", "run_sweep", "aggregate", "DONE_KEY", "TrialPipeline"]
 
 #: summary.json key a trial gets once every requested stage has finished
 DONE_KEY = "sweep_trial_done"
+
+#: runs a trial's stages: ``pipeline(run, stages, echo=..., progress_bar=False, done=...)``, recording ``done()``'s
+#: figures in the trial's summary once the stages have finished (:func:`sindyrl.pipeline.run_stages`)
+TrialPipeline = Callable[..., dict]
 
 
 # ------------------------------------------------------------------ the grid
@@ -152,31 +160,45 @@ def trial_done(path: str | Path) -> bool:
         return False
 
 
-def run_trial(spec: dict) -> dict:
-    """Run (or resume, or skip) one trial; returns its headline figures. Output goes to ``<trial>/sweep.log``."""
-    from .pipeline import STAGES, run_pipeline
+def _same_config(path: Path, cfg) -> bool:
+    """Whether the trial directory's config.yaml is ``cfg`` (compared as configs: a file written by an earlier
+    release, e.g. with ``stages: {}``, still matches)."""
+    if not path.is_file():
+        return False
+    try:
+        old = config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+    except (ConfigError, yaml.YAMLError):
+        return False
+    return config_to_dict(old) == config_to_dict(cfg)
 
+
+def run_trial(spec: dict, pipeline: TrialPipeline) -> dict:
+    """Run (or resume, or skip) one trial through ``pipeline``; returns its headline figures.
+
+    Output goes to ``<trial>/sweep.log``.
+    """
     path = Path(spec["path"])
     if trial_done(path):
         return {**_trial_row(spec), "status": "skipped"}
     limit_threads(1)  # one thread per trial: trials run side by side on few cores
     cfg = config_from_dict(json.loads(json.dumps(spec["config"])), source=spec["source"])
     cfg.name = spec["trial"]
-    want = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     resumed = False
-    if (path / "config.yaml").is_file() and (path / "config.yaml").read_text() == want:
+    if _same_config(path / "config.yaml", cfg):
         run, resumed = Run.open(path), True  # the Dyna loop resumes from its last checkpoint
     else:
         if path.exists():
             # interrupted before its config was written, or made from another config: start it cleanly
             shutil.rmtree(path)
         run = Run.create(cfg, root=path.parent, name=path.name)
-    skip = [s for s in STAGES if s not in spec["stages"]]
     t0 = time.time()
+
+    def done() -> dict:
+        return {DONE_KEY: True, "sweep_setting": spec["setting"], "sweep_wall_seconds": time.time() - t0}
+
     with open(path / "sweep.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print(f"--- sweep trial {spec['trial']} ({'resumed' if resumed else 'new'}) {time.ctime()}", flush=True)
-        run_pipeline(run.config, run, skip=skip, echo=lambda *a: print(*a, flush=True), progress_bar=False)
-    run.update_summary({DONE_KEY: True, "sweep_setting": spec["setting"], "sweep_wall_seconds": time.time() - t0})
+        pipeline(run, spec["stages"], echo=lambda *a: print(*a, flush=True), progress_bar=False, done=done)
     return {**_trial_row(spec), "status": "resumed" if resumed else "done"}
 
 
@@ -194,23 +216,23 @@ def _trial_row(spec: dict) -> dict:
     }
 
 
-def _run_trial_safe(spec: dict) -> dict:
+def _run_trial_safe(spec: dict, pipeline: TrialPipeline) -> dict:
     try:
-        return run_trial(spec)
+        return run_trial(spec, pipeline)
     except Exception as e:  # a failed trial is reported, the sweep goes on
         return {**_trial_row(spec), "status": "failed", "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc()}
 
 
 # ------------------------------------------------------------------ backends
-def _run_local(pending: list[dict], workers: int, echo: Callable[..., None]) -> list[dict]:
+def _run_local(pending: list[dict], workers: int, pipeline: TrialPipeline, echo: Callable[..., None]) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     results = []
     # spawn: a fork of a process that has torch/BLAS threads running can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_trial_safe, spec): spec for spec in pending}
+        futures = {pool.submit(_run_trial_safe, spec, pipeline): spec for spec in pending}
         try:
             for fut in as_completed(futures):
                 res = fut.result()
@@ -222,10 +244,10 @@ def _run_local(pending: list[dict], workers: int, echo: Callable[..., None]) -> 
     return results
 
 
-def _tune_trainable(config: dict, specs: list[dict]) -> None:
+def _tune_trainable(config: dict, specs: list[dict], pipeline: TrialPipeline) -> None:
     from ray import tune
 
-    res = _run_trial_safe(specs[config["index"]])
+    res = _run_trial_safe(specs[config["index"]], pipeline)
     tune.report({k: v for k, v in res.items() if isinstance(v, (int, float, str, bool)) and k != "traceback"})
 
 
@@ -240,7 +262,7 @@ def _import_ray():
     return ray, tune
 
 
-def _run_ray(pending: list[dict], workers: int, address: str | None, sweep_dir: Path,
+def _run_ray(pending: list[dict], workers: int, address: str | None, sweep_dir: Path, pipeline: TrialPipeline,
              echo: Callable[..., None]) -> list[dict]:
     ray, tune = _import_ray()
     started = False
@@ -252,7 +274,7 @@ def _run_ray(pending: list[dict], workers: int, address: str | None, sweep_dir: 
         started = True
     try:
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_tune_trainable, specs=pending), {"cpu": 1}),
+            tune.with_resources(tune.with_parameters(_tune_trainable, specs=pending, pipeline=pipeline), {"cpu": 1}),
             param_space={"index": tune.grid_search(list(range(len(pending))))},
             tune_config=tune.TuneConfig(max_concurrent_trials=workers,
                                         trial_dirname_creator=lambda t: f"trial_{t.config['index']}"),
@@ -384,8 +406,9 @@ def run_sweep(
     name: str | None = None,
     stages: Sequence[str] = ("train",),
     echo: Callable[..., None] = print,
+    pipeline: TrialPipeline | None = None,
 ) -> dict:
-    """Run every missing trial of the grid and aggregate all of them.
+    """Run every missing trial of the grid through ``pipeline`` and aggregate all of them.
 
     Parameters
     ----------
@@ -402,23 +425,25 @@ def run_sweep(
         Ray cluster address (``ray`` backend); default: a local Ray instance.
     runs_dir, name : where the sweep directory goes (default name: ``<config stem>-sweep``).
     stages : pipeline stages of each trial (default ``train``).
+    pipeline : callable
+        Runs a trial's stages (see :data:`TrialPipeline`); :func:`sindyrl.pipeline.sweep` passes
+        :func:`sindyrl.pipeline.run_stages` and checks the stage names.
 
     Returns
     -------
     dict with ``path`` (the sweep directory), ``rows`` (per trial), ``table`` (per setting),
     ``ran``/``skipped``/``failed`` counts and the written files.
     """
-    from .pipeline import STAGES
-
+    if pipeline is None:
+        raise ValueError("run_sweep: pass pipeline= (sindyrl.pipeline.run_stages), or call sindyrl.pipeline.sweep")
     if backend not in ("local", "ray"):
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if address and backend != "ray":
         raise ValueError("--address is for the ray backend (add --backend ray)")
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-        raise ValueError(f"--stages: unknown stage(s) {bad} (stages are {', '.join(STAGES)})")
+    if not stages:
+        raise ValueError("--stages: no stage given")
     if backend == "ray":
         _import_ray()  # fail before any work when Ray is missing
     sweep_dir = Path(runs_dir) / (name or f"{Path(config).stem}-sweep")
@@ -434,9 +459,9 @@ def run_sweep(
     results = []
     if pending:
         if backend == "local":
-            results = _run_local(pending, workers, echo)
+            results = _run_local(pending, workers, pipeline, echo)
         else:
-            results = _run_ray(pending, workers, address, sweep_dir, echo)
+            results = _run_ray(pending, workers, address, sweep_dir, pipeline, echo)
     failed = [r for r in results if r["status"] == "failed"]
     rows = [_trial_row(t) for t in trials]
     table = aggregate(rows)
@@ -452,34 +477,3 @@ def run_sweep(
             "skipped": n_skipped, "failed": len(failed), "failures": failed,
             "files": {"summary_csv": sweep_dir / "summary.csv", "summary_md": sweep_dir / "summary.md",
                       "trials_csv": sweep_dir / "trials.csv", "plot": png}}
-
-
-def cmd_sweep(args) -> int:
-    stages = [s for s in args.stages.split(",") if s]
-    out = run_sweep(args.config, seeds=args.seeds, sets=args.set, backend=args.backend, workers=args.workers,
-                    address=args.address, runs_dir=args.runs_dir, name=args.name, stages=stages,
-                    echo=lambda *a: print(*a, flush=True))
-    print(f"sweep directory: {out['path']}  (summary.md, summary.csv, trials.csv, sweep.png)")
-    return 1 if out["failed"] else 0
-
-
-def register(subparsers) -> None:
-    """Add ``sindyrl sweep`` to the CLI."""
-    s = subparsers.add_parser("sweep", help="run a grid of seeds x settings (local processes or Ray Tune)",
-                              description=__doc__.split("\n\n")[0])
-    s.add_argument("config", help="base YAML config")
-    s.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
-    s.add_argument("--set", action="append", metavar="KEY=V1,V2", help="a grid axis (repeatable)")
-    s.add_argument("--backend", choices=("local", "ray"), default="local")
-    s.add_argument("--address", help="Ray cluster address (ray backend; default: start a local Ray instance)")
-    s.add_argument("--workers", type=int, default=1, help="trials at the same time (default 1)")
-    s.add_argument("--runs-dir", default="runs", help="parent of the sweep directory (default: runs)")
-    s.add_argument("--name", help="sweep directory name (default: <config stem>-sweep; reuse it to resume)")
-    s.add_argument("--stages", default="train", help="comma-separated pipeline stages per trial (default: train)")
-    s.set_defaults(func=cmd_sweep)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -370,7 +370,7 @@ def test_control_command_writes_results(pendulum_run):
 
 
 def test_control_stage_quadratic_cost_and_generated_c(pendulum_run):
-    from controllers.stage_fn import control
+    from controllers.stage import control
 
     out = control(pendulum_run, method="mpc", horizon=12, n_episodes=1, solver="c", cost="quadratic",
                   target=TARGET, compare=False, echo=lambda *a: None)
@@ -379,25 +379,27 @@ def test_control_stage_quadratic_cost_and_generated_c(pendulum_run):
 
 
 def test_control_stage_for_the_pipeline(pendulum_run):
-    from controllers.stage_fn import stage
+    from controllers.stage import stage
 
     out = stage(pendulum_run, methods=["lqr"], n_episodes=1, compare=False, echo=lambda *a: None)
     assert set(out) >= {"control_lqr_return_mean", "control_lqr_step_ms", "control_lqr_spectral_radius"}
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['horizn'\]"):
+    assert out["real_steps_control"] == 200  # one LQR episode of Pendulum-v1
+    with pytest.raises(ValueError, match=r"unknown key stages\.control\.horizn"):
         stage(pendulum_run, horizn=10)
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match=r"stages\.control\.methods\[0\]: 'pid' is not one of"):
         stage(pendulum_run, methods=["pid"])
 
 
 def test_command_choices_match_the_stage():
-    from controllers import commands, stage_fn
+    from controllers import commands
+    from controllers import stage as control_stage
 
     assert (commands.METHODS, commands.MPC_SOLVERS, commands.COSTS) == (
-        stage_fn.METHODS, stage_fn.MPC_SOLVERS, stage_fn.COSTS)
+        control_stage.METHODS, control_stage.MPC_SOLVERS, control_stage.COSTS)
 
 
 def test_control_bad_input(pendulum_run, capsys):
-    from controllers.stage_fn import control
+    from controllers.stage import control
     from sindyrl.cli import main
 
     with pytest.raises(SystemExit):

@@ -134,6 +134,9 @@ def test_pipeline_with_nn_dynamics_skips_the_sparse_stages(tmp_path):
     run = Run.create(cfg, root=tmp_path, name="nn")
     lines = []
     summary = run_pipeline(cfg, run, echo=lines.append, progress_bar=False)
-    assert any("stages distill, export, control, hil" in str(x) for x in lines)
+    reason = "no sparse dynamics model (dynamics.model: nn)"
+    assert {s: summary["skipped"][s] for s in ("distill", "export", "control", "hil")} == dict.fromkeys(
+        ("distill", "export", "control", "hil"), reason)
+    assert f"=== control: skipped ({reason})" in lines
     assert "eval_return_mean" in summary and (run.path / "report.html").is_file()
     assert not run.model_path("policy").is_file()

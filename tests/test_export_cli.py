@@ -11,7 +11,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from export import load_onnx
-from export.stage_fn import stage
+from export.stage import stage
 from sindyrl.cli import main
 from sindyrl.config import config_from_dict
 from sindyrl.data import collect
@@ -75,7 +75,8 @@ def test_stage_exports_everything_the_run_has(run):
     assert dyn.metadata["source_hash"] == run.load_model("dynamics").content_hash()
     assert dyn.input_names == OBS + ["u"] and dyn.output_names == OBS
     assert load_onnx(run.export_dir / "reward.onnx").output_names == ["r"]
-    with pytest.raises(ValueError, match="unknown option"):
+    assert out["real_steps_export"] == 2 * 5 * 200  # float and int8 policies, 5 Pendulum episodes each
+    with pytest.raises(ValueError, match=r"unknown key stages\.export\.quantise"):
         stage(run, quantise=True)
 
 
@@ -143,12 +144,12 @@ def test_inference_benchmark_runs_on_a_tiny_budget(tmp_path):
 
 
 def test_pipeline_export_stage_takes_config_options(tmp_path):
-    """``sindyrl run`` calls export.stage_fn.stage with the ``stages.export`` options of the config."""
-    from sindyrl.pipeline import STAGES
+    """``sindyrl run`` calls export.stage.stage with the ``stages.export`` options of the config."""
+    from sindyrl.pipeline import run_stage
 
     cfg = config_from_dict({"env": {"id": "Pendulum-v1"}, "stages": {"export": {"what": "dynamics", "n_states": 300}}})
     run = Run.create(cfg, root=tmp_path, name="p")
     run.save_model("dynamics", _dynamics().with_coef(_dynamics().coef, input_bounds=([-1, -1, -8, -2], [1, 1, 8, 2])))
-    out = STAGES["export"][0](run, echo=lambda *a: None)
+    out = run_stage(run, "export", echo=lambda *a: None)
     assert set(out) == {"onnx_dynamics_bytes", "onnx_dynamics_parity_max_abs", "onnx_parity_max_abs"}
     assert [p.name for p in run.export_dir.glob("*.onnx")] == ["dynamics.onnx"]

@@ -18,9 +18,10 @@ from board_tools import need_tools
 from firmware_bridge.boards import HostBoard, OnnxBoard, QemuBoard
 from firmware_bridge.build import build_firmware
 from firmware_bridge.codegen import generate_c
-from firmware_bridge.hil import hil_episodes, run_hil, run_policy_hil, stage
+from firmware_bridge.hil import hil_episodes, run_hil, run_policy_hil
 from firmware_bridge.link import BoardErrorReply, BoardLink, BoardLinkError
 from firmware_bridge.protocol import BenchUnit, ErrorCode, ModelKind
+from firmware_bridge.stage import stage
 from sindyrl.sparse import SparseModel
 
 
@@ -210,10 +211,16 @@ def test_run_directory_cli_and_stage(tmp_path):
 
     run = Run.create(config_from_dict({"env": {"id": "Pendulum-v1"}, "seed": 3}), root=tmp_path, name="pend")
     run.save_model("policy", pendulum_policy())
+    from sindyrl.pipeline import run_stage
+
     report = run_hil(run, board="host", episodes=2, max_steps=40, echo=lambda s: None)
+    assert run.read_summary() == {}  # the pipeline is the one writer of summary.json
+    assert report.real_steps == 2 * 2 * 40  # board episodes and the Python reference
+    out = run_stage(run, "hil", echo=lambda s: None, board="host", episodes=2, max_steps=40)
     summary = run.read_summary()
     assert summary["hil_board"] == "host" and summary["hil_policy"] == "sparse"
-    assert summary["hil_returns"] == pytest.approx(report.returns)
+    assert summary["hil_returns"] == pytest.approx(report.returns) and out["hil_returns"] == summary["hil_returns"]
+    assert summary["real_steps_hil"] == summary["real_steps_total"] == 160
     assert summary["hil_return_rel_diff_max"] <= 1e-4 and summary["hil_protocol_errors"] == 0
     assert (run.firmware_dir / "hil-host-sparse.json").is_file()
     out = stage(run, board="host", episodes=1, max_steps=20, echo=lambda s: None)
@@ -231,8 +238,8 @@ def test_run_directory_cli_and_stage(tmp_path):
     agent.save(run.agent_path)
     neural = run_hil(run, board="host", policy="neural", episodes=1, max_steps=20, echo=lambda s: None)
     assert neural.max_action_diff <= 1e-5 and neural.protocol_errors == 0
-    assert run.read_summary()["hil_policy"] == "neural"
-    with pytest.raises(ValueError, match="unknown option"):
+    assert neural.policy == "neural"
+    with pytest.raises(ValueError, match=r"unknown key stages\.hil\.boudrate"):
         stage(run, board="host", boudrate=9600)
     with pytest.raises(ValueError, match="board must be one of"):
         run_hil(run, board="arduino", echo=lambda s: None)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from sindyrl.robust.commands import RobustOptions
+from sindyrl.robust.stage import RobustOptions
 
 
 def test_options_defaults_and_errors_name_the_key():

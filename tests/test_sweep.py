@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from sindyrl.sweep import DONE_KEY, expand_trials, parse_grid, run_sweep
+from sindyrl.pipeline import sweep as run_sweep
+from sindyrl.sweep import DONE_KEY, expand_trials, parse_grid
 
 TINY = {
     "name": "tiny", "seed": 0,

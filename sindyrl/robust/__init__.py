@@ -3,8 +3,8 @@
 Attacks inside an l-infinity ball (:mod:`.attacks`), payoff matrices and the
 non-domination filter (:mod:`.payoff`), iterative discovery of non-dominated
 policies trained on the surrogate (:mod:`.discovery`), and test-time selection
-among them with adversarial bandits (:mod:`.bandits`). ``sindyrl robust`` runs
-it all on a run directory (:mod:`.commands`).
+among them with adversarial bandits (:mod:`.bandits`). The ``robust`` stage
+(:mod:`.stage`, run by ``sindyrl run`` and ``sindyrl robust``) runs it all on a run directory.
 """
 
 from .adaptation import AdaptationResult, evaluate_adaptation, plot_regret, regret_exponent

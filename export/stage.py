@@ -1,5 +1,7 @@
 """The ``export`` stage of ``sindyrl run`` (and ``sindyrl export RUN``): a run's artifacts to ONNX.
 
+Options: ``stages.export`` (:class:`sindyrl.stage_options.ExportOptions`).
+
 Writes under ``RUN/export/``:
 
     policy.onnx          the neural policy (agent/agent.zip, VecNormalize folded in when present)
@@ -13,8 +15,9 @@ sampled from the run's data bounds (a SparseModel's own ``input_bounds`` when
 it has them) and is not written if they differ by more than ``tol``. Summary
 keys: ``onnx_<what>_bytes``, ``onnx_<what>_parity_max_abs``, and
 ``onnx_parity_max_abs``, the worst parity error of the run's ONNX files; with
-quantisation also the int8 size, the largest action change, and the real-env
-return of the float and int8 policies on the same reset seeds.
+quantisation also the int8 size, the largest action change, the real-env
+return of the float and int8 policies on the same reset seeds, and the real
+steps that comparison took (``real_steps_export``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from export.parity import DEFAULT_TOL
+from sindyrl.stage_options import ExportOptions, StageSkipped
 
-__all__ = ["stage", "export_run", "WHAT", "FILES"]
+__all__ = ["stage", "export_run", "WHAT", "FILES", "ExportOptions"]
 
 #: What can be exported; ``all`` is every one the run has.
 WHAT = ("policy", "sparse-policy", "dynamics", "reward", "all")
@@ -57,29 +61,18 @@ def _data_box(run: Any, columns: str) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if len(data) == 0:
         return None
-    obs = np.vstack([data.obs, data.next_obs])
-    lo, hi = obs.min(axis=0), obs.max(axis=0)
+    lo, hi = data.state_bounds()
     if columns == "obs+act":
         lo = np.concatenate([lo, data.actions.min(axis=0)])
         hi = np.concatenate([hi, data.actions.max(axis=0)])
     return lo, hi
 
 
-def _load_vecnormalize(run: Any) -> Any:
-    path = run.vecnormalize_path
-    if not path.is_file():
-        return None
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    # loading against the real env also checks that the statistics fit its observation space
-    return VecNormalize.load(str(path), DummyVecEnv([lambda: run.make_env()]))
-
-
 def _export_neural(run: Any, n_states: int, seed: int, tol: float, echo: Callable[..., None]) -> tuple[dict, Any]:
     from export.neural import export_policy
 
     agent = run.load_agent()
-    vn = _load_vecnormalize(run)
+    vn = run.load_vecnormalize()
     box = _data_box(run, "obs")
     low, high = box if box is not None else (None, None)
     res = export_policy(
@@ -97,7 +90,7 @@ def _quantize_and_compare(run: Any, float_res: Any, box: Any, n_states: int, n_e
     from export.onnxfile import load_onnx
     from export.parity import sample_states
     from export.quantize import quantize
-    from sindyrl.evaluation import evaluate_policy
+    from sindyrl.evaluation import StepCounter, evaluate_policy
 
     q = quantize(float_res.path, run.export_dir / "policy.int8.onnx")
     fm, qm = load_onnx(float_res.path, threads=1), load_onnx(q.path, threads=1)
@@ -109,8 +102,10 @@ def _quantize_and_compare(run: Any, float_res: Any, box: Any, n_states: int, n_e
         X = sample_states(box[0], box[1], n=max(n_states, 1), seed=seed)
         out["onnx_policy_int8_max_abs_action_change"] = float(np.abs(qm(X) - fm(X)).max())
     # same reset seeds for both, so the return change is the quantisation's alone
-    ret_f = evaluate_policy(fm, run.make_env, n_episodes=n_episodes, seed=seed)
-    ret_q = evaluate_policy(qm, run.make_env, n_episodes=n_episodes, seed=seed)
+    real = StepCounter(run.make_env)
+    ret_f = evaluate_policy(fm, real, n_episodes=n_episodes, seed=seed)
+    ret_q = evaluate_policy(qm, real, n_episodes=n_episodes, seed=seed)
+    out["real_steps_export"] = real.steps
     out.update(
         onnx_policy_float_return_mean=float(np.mean(ret_f)),
         onnx_policy_int8_return_mean=float(np.mean(ret_q)),
@@ -175,14 +170,17 @@ def export_run(
     tol : float, default 1e-5
         Largest accepted parity error.
     n_episodes : int, optional
-        Episodes of the float/int8 return comparison (default: ``dyna.final_eval_episodes``).
+        Real episodes of each policy in the float/int8 return comparison (default 5: real steps are
+        expensive, and the comparison is on the same reset seeds).
     echo : callable, default print
         Progress lines.
 
     Raises
     ------
+    StageSkipped
+        For ``all``, if the run has no artifact at all (a ``ValueError``: the stage cannot apply).
     FileNotFoundError
-        If the artifact asked for is not in the run (or, for ``all``, none is).
+        If the artifact asked for is not in the run.
     ParityError
         If a file differs from its Python reference by more than ``tol``.
     """
@@ -194,13 +192,12 @@ def export_run(
         raise ValueError(f"export: tol must be >= 0, got {tol}")
     seed = int(run.config.seed if seed is None else seed)
     if n_episodes is None:
-        n_episodes = int(run.read_summary().get("eval_episodes") or run.config.dyna.final_eval_episodes or 5)
+        n_episodes = ExportOptions.n_episodes
     if what == "all":
         todo = [w for w in FILES if _available(run, w)]
         if not todo:
-            raise FileNotFoundError(
-                f"{run.path}: nothing to export (no agent/agent.zip and no models/*.json); train the run first"
-            )
+            raise StageSkipped(f"{run.path}: nothing to export (no agent/agent.zip and no models/*.json); "
+                               "train the run first")
         for w in FILES:
             if w not in todo:
                 echo(f"[export] {w}: not in this run, skipped")
@@ -230,10 +227,6 @@ def export_run(
     return out
 
 
-def stage(run: Any, **options: Any) -> dict:
-    """Pipeline stage ``export``: :func:`export_run` with the options of ``stages.export`` in the config."""
-    known = {"what", "quantize", "n_states", "seed", "tol", "n_episodes", "echo"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"stages.export: unknown option(s) {unknown}; known: {sorted(known - {'echo'})}")
-    return export_run(run, **options)
+def stage(run: Any, echo: Callable[..., None] = print, **options: Any) -> dict:
+    """The ``export`` stage: :func:`export_run` with the ``stages.export`` options (:class:`ExportOptions`)."""
+    return export_run(run, echo=echo, **ExportOptions.from_dict(options).to_kwargs())

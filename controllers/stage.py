@@ -1,10 +1,18 @@
 """The ``control`` stage: LQR or MPC designed on a run's learned dynamics, evaluated on the real env.
 
-Each call evaluates one controller with :func:`sindyrl.evaluation.evaluate_policy`
-on the same reset seeds as the RL evaluation, merges its figures into
-``control.json`` (one entry per controller, plus the neural and sparse policies
-for comparison) and rewrites ``control.md``, the table the run report includes.
-Summary keys are prefixed ``control_<method>_``.
+Options: ``stages.control`` (:class:`sindyrl.stage_options.ControlOptions`).
+:func:`control` designs one controller, evaluates it with
+:func:`sindyrl.evaluation.evaluate_policy` on the same reset seeds as the RL
+evaluation, merges its figures into ``control.json`` (one entry per controller,
+plus the neural and sparse policies for comparison) and rewrites
+``control.md``, the table the run report includes; :func:`stage` does that
+for every method of the options. Returned figures are prefixed
+``control_<method>_``, plus ``real_steps_control``. Nothing here writes
+``summary.json``: the pipeline records what the stage returns.
+
+A method that cannot apply to the system (LQR without an equilibrium guess,
+a tracking cost without a target) raises :class:`~sindyrl.stage_options.StageSkipped`;
+the stage leaves that method out, and is skipped when no method applies.
 """
 
 from __future__ import annotations
@@ -16,15 +24,16 @@ from collections.abc import Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
-from sindyrl.evaluation import evaluate_policy
+from sindyrl.evaluation import StepCounter, evaluate_policy
 from sindyrl.runs import Run, atomic_write
 from sindyrl.sparse import SparseModel
+from sindyrl.stage_options import ControlOptions, StageSkipped
 
 from .costs import CASADI_REWARDS, KNOWN_TARGETS, Cost, QuadraticCost, RewardCost
 from .lqr import LQR
 from .mpc import MPC, dynamics_split
 
-__all__ = ["control", "stage", "METHODS", "MPC_SOLVERS", "COSTS"]
+__all__ = ["control", "stage", "compare_policies", "ControlOptions", "METHODS", "MPC_SOLVERS", "COSTS"]
 
 METHODS = ("lqr", "mpc")
 MPC_SOLVERS = ("ipopt", "sqpmethod", "c")
@@ -77,8 +86,8 @@ def _spans(run: Run, dyn: SparseModel, low: np.ndarray, high: np.ndarray) -> tup
     """Ranges of the states (real data, else the model's fitted input range) and actions (bounds), for Bryson's rule."""
     n_x = dyn.n_outputs
     try:
-        obs = run.load_data().obs
-        span_x = np.ptp(np.asarray(obs, dtype=np.float64).reshape(-1, n_x), axis=0)
+        lo, hi = run.load_data().state_bounds()
+        span_x = hi - lo
     except FileNotFoundError:
         if dyn.input_bounds is not None:
             span_x = (dyn.input_bounds[1] - dyn.input_bounds[0])[:n_x]
@@ -105,8 +114,9 @@ def _cost(run: Run, kind: str, target, dyn: SparseModel, low, high) -> Cost:
                 f"{known!r} has no CasADi form); use --cost quadratic --target ..."
             )
     if target is None:
-        raise ValueError(f"{run.path}: a quadratic tracking cost needs a target state: pass --target "
-                         f"({len(run.obs_names)} values for {run.obs_names})")
+        raise StageSkipped(f"a quadratic tracking cost needs a target state: pass --target or set "
+                           f"stages.control.target ({len(run.obs_names)} values for {run.obs_names}); "
+                           f"reward.known={known!r} has no CasADi form to use as the MPC cost")
     span_x, span_u = _spans(run, dyn, low, high)
     return QuadraticCost.bryson(target, span_x, span_u)
 
@@ -143,8 +153,27 @@ def _markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _compare_policies(run: Run, doc: dict, n_episodes: int, seed: int, make_env) -> None:
-    """Add the neural and sparse policies' figures (same seeds) to ``doc`` where the run has them."""
+def _timing(act: Callable[[np.ndarray], np.ndarray], run: Run, n: int = 200) -> tuple[float, float] | None:
+    """Wall time per call on ``n`` recorded real observations (no new real steps)."""
+    try:
+        obs = run.load_data().obs[:n]
+    except FileNotFoundError:
+        return None
+    timed = _Timed(act)
+    for o in obs:
+        timed(np.asarray(o, dtype=np.float32))
+    return timed.ms() if len(obs) else None
+
+
+def compare_policies(run: Run, n_episodes: int, seed: int, make_env: Callable[[], gym.Env] | None = None) -> int:
+    """Add the run's neural and sparse policies to ``control.json`` / ``control.md``; returns the real steps spent.
+
+    The neural policy's returns are the RL evaluation's; the sparse policy's are the distill stage's
+    when it evaluated the same seeds (otherwise ``n_episodes`` real episodes); compute times are measured
+    on recorded observations.
+    """
+    real = StepCounter(make_env or run.make_env)
+    doc = _read_control(run)
     summary = run.read_summary()
     rows = doc.setdefault("controllers", {})
     if "eval_return_mean" in summary:
@@ -155,28 +184,34 @@ def _compare_policies(run: Run, doc: dict, n_episodes: int, seed: int, make_env)
         if run.agent_path.is_file():
             try:
                 agent = run.load_agent()
-                env = make_env()
-                obs, _ = env.reset(seed=seed)
-                timed = _Timed(lambda o: agent.predict(o, deterministic=True)[0])
-                for _ in range(200):
-                    obs, _, term, trunc, _ = env.step(timed(obs))
-                    if term or trunc:
-                        obs, _ = env.reset()
-                env.close()
-                row["step_ms_mean"], row["step_ms_p95"] = timed.ms()
+                ms = _timing(lambda o: agent.predict(o, deterministic=True)[0], run)
+                if ms is not None:
+                    row["step_ms_mean"], row["step_ms_p95"] = ms
             except Exception as e:  # an agent that cannot load here must not stop the controller evaluation
                 row["notes"] += f"; timing skipped ({type(e).__name__})"
         rows["neural_policy"] = row
     if run.model_path("policy").is_file():
         pol = run.load_model("policy")
-        timed = _Timed(lambda o: pol.evaluate(o))
-        rets = evaluate_policy(timed, make_env, n_episodes=n_episodes, seed=seed)
+        done = summary.get("sparse_policy_returns") or []
+        if seed == int(run.config.seed) and len(done) >= n_episodes:
+            rets = np.asarray(done[:n_episodes], dtype=np.float64)  # deterministic policy and env: same episodes
+            notes = "numpy SparseModel.evaluate; returns from the distill evaluation (same seeds)"
+        else:
+            rets = evaluate_policy(pol.evaluate, real, n_episodes=n_episodes, seed=seed)
+            notes = "numpy SparseModel.evaluate"
+        ms = _timing(pol.evaluate, run) or (None, None)
         rows["sparse_policy"] = {
             "label": f"sparse policy ({pol.nnz} coefficients)", "return_mean": float(rets.mean()),
             "return_std": float(rets.std()), "return_min": float(rets.min()),
-            "step_ms_mean": timed.ms()[0], "step_ms_p95": timed.ms()[1], "notes": "numpy SparseModel.evaluate",
-            "episodes": n_episodes, "seed": seed,
+            "step_ms_mean": ms[0], "step_ms_p95": ms[1], "notes": notes, "episodes": n_episodes, "seed": seed,
         }
+    _write_control(run, doc)
+    return real.steps
+
+
+def _write_control(run: Run, doc: dict) -> None:
+    atomic_write(run.path / "control.json", json.dumps(doc, indent=1, default=float))
+    atomic_write(run.path / "control.md", _markdown(doc))
 
 
 def control(
@@ -202,7 +237,7 @@ def control(
     horizon : int, default 30
         MPC horizon (steps).
     n_episodes : int, optional
-        Real episodes (default: the run's ``dyna.final_eval_episodes``, 20).
+        Real episodes (default 5, ``ControlOptions.n_episodes``: real steps are expensive).
     solver : {"ipopt", "sqpmethod", "c"}, default "ipopt"
         MPC solver; ``"c"`` runs the generated sqpmethod/qrqp C (built under
         ``<run>/controllers/build``).
@@ -221,7 +256,14 @@ def control(
     Returns
     -------
     dict
-        The ``control_<method>_*`` summary keys (already merged into summary.json).
+        The ``control_<method>_*`` figures and ``real_steps_control`` (the pipeline records them in
+        summary.json).
+
+    Raises
+    ------
+    StageSkipped
+        When the method cannot apply to the system (LQR or a tracking cost without a target state);
+        a ``ValueError``.
     """
     if method not in METHODS:
         raise ValueError(f"control method must be one of {METHODS}, got {method!r}")
@@ -232,8 +274,7 @@ def control(
     if dyn.outputs != list(run.obs_names):
         raise ValueError(f"{run.model_path('dynamics')}: outputs {dyn.outputs} do not match the env's "
                          f"observations {run.obs_names}")
-    if n_episodes is None:  # as many as the neural policy's final evaluation had, on the same starts
-        n_episodes = int(run.read_summary().get("eval_episodes") or run.config.dyna.final_eval_episodes or 5)
+    n_episodes = int(n_episodes if n_episodes is not None else ControlOptions.n_episodes)
     seed = int(run.config.seed if seed is None else seed)
     probe = run.make_env()
     low = np.asarray(probe.action_space.low, dtype=np.float64).reshape(-1)
@@ -245,7 +286,8 @@ def control(
     reset_hook: Callable[[], None] | None = None
     if method == "lqr":
         if tgt is None:
-            raise ValueError(f"{run.path}: LQR needs an equilibrium guess: pass --target ({n_x} values)")
+            raise StageSkipped(f"LQR needs an equilibrium guess: pass --target or set stages.control.target "
+                               f"({n_x} values for {run.obs_names})")
         span_x, span_u = _spans(run, dyn, low, high)
         ctl = LQR(dyn, Q=1.0 / span_x**2, R=1.0 / span_u**2, x_guess=tgt, action_bounds=bounds)
         eig = np.abs(ctl.closed_loop_eigenvalues)
@@ -274,13 +316,14 @@ def control(
 
         act = ctl.act
     timed = _Timed(act)
+    real = StepCounter(run.make_env)
 
     def make_env():
-        env = run.make_env()
+        env = real()
         return env if reset_hook is None else _ResetHook(env, reset_hook)
 
     t0 = time.time()
-    rets = evaluate_policy(timed, make_env, n_episodes=n_episodes, seed=seed)
+    rets = evaluate_policy(timed, make_env, n_episodes=n_episodes, seed=seed, keep_trace=True)
     ms_mean, ms_p95 = timed.ms()
     row.update(return_mean=float(rets.mean()), return_std=float(rets.std()), return_min=float(rets.min()),
                returns=[float(r) for r in rets], step_ms_mean=ms_mean, step_ms_p95=ms_p95,
@@ -295,12 +338,12 @@ def control(
     doc.update(env_id=run.config.env.id, seed=seed, episodes=n_episodes,
                dynamics_hash=dyn.content_hash())
     key = method if method == "lqr" or solver == "ipopt" else f"mpc_{solver}"
+    run.save_trace(key, rets.trace)
     row.update(episodes=n_episodes, seed=seed)
     doc.setdefault("controllers", {})[key] = row
+    _write_control(run, doc)
     if compare:
-        _compare_policies(run, doc, n_episodes, seed, run.make_env)
-    atomic_write(run.path / "control.json", json.dumps(doc, indent=1, default=float))
-    atomic_write(run.path / "control.md", _markdown(doc))
+        compare_policies(run, n_episodes, seed, real)
     p = f"control_{key}_"
     out = {p + "return_mean": row["return_mean"], p + "return_std": row["return_std"],
            p + "return_min": row["return_min"], p + "step_ms": ms_mean, p + "episodes": n_episodes}
@@ -308,29 +351,34 @@ def control(
         out.update({p + "failures": row["failures"], p + "horizon": horizon, p + "solver": solver})
     else:
         out[p + "spectral_radius"] = row["spectral_radius"]
-    run.update_summary(out)
+    out["real_steps_control"] = real.steps
     return out
 
 
-def stage(run: Run, methods: Sequence[str] = METHODS, echo: Callable[..., None] = print, **options) -> dict:
-    """Pipeline stage ``control``: every method in ``methods`` (LQR skipped when no target is known).
+def stage(run: Run, echo: Callable[..., None] = print, **options) -> dict:
+    """The ``control`` stage: every method of ``stages.control`` (:class:`ControlOptions`) on the real env.
 
-    ``options`` go to :func:`control` (``horizon``, ``n_episodes``, ``solver``, ``cost``, ``target``, ``seed``).
+    A method that cannot apply (:class:`StageSkipped`) is left out with its reason; when none applies the
+    stage is skipped with the reasons. The neural and sparse policies are added to the table once.
     """
-    allowed = {"horizon", "n_episodes", "solver", "cost", "target", "seed", "compare"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(f"stages.controllers: unknown option(s) {sorted(unknown)}; allowed: methods, {sorted(allowed)}")
-    if isinstance(methods, str):
-        methods = [methods]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"stages.controllers.methods: unknown method(s) {bad}; expected some of {METHODS}")
+    o = ControlOptions.from_dict(options)
+    kw = dict(horizon=o.horizon, n_episodes=o.n_episodes, solver=o.solver, cost=o.cost, target=o.target,
+              seed=o.seed)
     out: dict = {}
-    for m in methods:
-        if m == "lqr" and _target(run, options.get("target"), len(run.obs_names)) is None:
-            echo("[control] LQR skipped: no target state known (set stages.controllers.target)")
+    reasons: dict[str, str] = {}
+    steps = 0
+    for m in o.methods:
+        try:
+            res = control(run, method=m, compare=False, echo=echo, **kw)
+        except StageSkipped as e:
+            echo(f"[control] {m.upper()} skipped: {e.reason}")
+            reasons[m] = e.reason
             continue
-        out.update(control(run, method=m, echo=echo, **options))
+        steps += res.pop("real_steps_control")
+        out.update(res)
+    if not out:
+        raise StageSkipped("; ".join(f"{m.upper()}: {r}" for m, r in reasons.items()))
+    if o.compare:
+        steps += compare_policies(run, o.n_episodes, int(run.config.seed if o.seed is None else o.seed))
+    out["real_steps_control"] = steps
     return out
-
