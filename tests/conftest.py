@@ -50,7 +50,16 @@ def _parse_seeds(raw: str) -> list[int]:
     return seeds
 
 
+def _parametrizes_seed_itself(metafunc) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if "seed" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc):
-    if "seed" in metafunc.fixturenames:
+    # a test with its own seed list (cheap checks on random inputs) keeps it
+    if "seed" in metafunc.fixturenames and not _parametrizes_seed_itself(metafunc):
         seeds = _parse_seeds(metafunc.config.getoption("--seeds"))
         metafunc.parametrize("seed", seeds, ids=[f"seed{s}" for s in seeds])

@@ -95,7 +95,8 @@ def test_a_run_whose_control_stage_cannot_apply_completes(tmp_path, capsys):
     assert s["skipped"]["robust"].startswith("not configured")
     assert set(s["skipped"]) == {"control", "export", "hil", "robust"}
     assert "sparse_policy_return_mean" in s and (run.path / "report.html").is_file()
-    assert "Skipped stages" in (run.path / "report.md").read_text()
+    md = (run.path / "report.md").read_text()
+    assert "**Skipped**" in md and "control (" in md and "target state" in md
     assert s["real_steps_total"] == sum(v for k, v in s.items() if k.startswith("real_steps_")
                                         and k not in ("real_steps_total", "real_steps_fit"))
     assert s["real_steps_total"] >= s["real_steps_collect"] == 200
