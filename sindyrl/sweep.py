@@ -210,7 +210,10 @@ def _trial_row(spec: dict) -> dict:
     return {
         "trial": spec["trial"], "setting": spec["setting"], "seed": spec["seed"], "path": str(path),
         "eval_return_mean": s.get("eval_return_mean"), "eval_return_std": s.get("eval_return_std"),
+        "eval_return_min": s.get("eval_return_min"), "sparse_return_mean": s.get("sparse_policy_return_mean"),
+        "sparse_return_min": s.get("sparse_policy_return_min"),
         "real_steps": s.get("real_steps_collect"), "real_steps_eval": s.get("real_steps_eval"),
+        "real_steps_total": s.get("real_steps_total"),
         "wall_seconds": wall if wall is not None else s.get("sweep_wall_seconds"),
         "done": bool(s.get(DONE_KEY)),
     }
@@ -316,10 +319,14 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
         rs = [r for r in rows if r["setting"] == setting and r["done"]]
-        ret, real, wall = (_mean_std([r[k] for r in rs]) for k in ("eval_return_mean", "real_steps", "wall_seconds"))
+        ret, real, wall, sparse = (_mean_std([r.get(k) for r in rs]) for k in
+                                   ("eval_return_mean", "real_steps", "wall_seconds", "sparse_return_mean"))
+        worst = [r["eval_return_min"] for r in rs if r.get("eval_return_min") is not None]
         out.append({"setting": setting, "n_done": len(rs), "n_trials": sum(r["setting"] == setting for r in rows),
-                    "return_mean": ret[0], "return_std": ret[1], "real_steps_mean": real[0],
-                    "real_steps_std": real[1], "wall_seconds_mean": wall[0], "wall_seconds_std": wall[1]})
+                    "return_mean": ret[0], "return_std": ret[1], "return_worst_episode": min(worst) if worst else None,
+                    "sparse_return_mean": sparse[0], "sparse_return_std": sparse[1],
+                    "real_steps_mean": real[0], "real_steps_std": real[1], "wall_seconds_mean": wall[0],
+                    "wall_seconds_std": wall[1]})
     return out
 
 
@@ -329,10 +336,13 @@ def _pm(m, s, fmt="{:.1f}") -> str:
 
 def markdown(table: list[dict], title: str) -> str:
     lines = [f"# sweep {title}", "",
-             "| setting | seeds done | final eval return | real steps | wall time (s) |",
-             "|---|---:|---:|---:|---:|"]
+             "| setting | seeds done | final eval return (mean ± std over seeds) | worst episode | sparse policy |"
+             " real steps (collection) | wall time (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for t in table:
+        worst = "—" if t.get("return_worst_episode") is None else f"{t['return_worst_episode']:.1f}"
         lines.append(f"| {t['setting']} | {t['n_done']}/{t['n_trials']} | {_pm(t['return_mean'], t['return_std'])} |"
+                     f" {worst} | {_pm(t.get('sparse_return_mean'), t.get('sparse_return_std'))} |"
                      f" {_pm(t['real_steps_mean'], t['real_steps_std'], '{:.0f}')} |"
                      f" {_pm(t['wall_seconds_mean'], t['wall_seconds_std'], '{:.0f}')} |")
     return "\n".join(lines) + "\n"
@@ -347,6 +357,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write(path, buf.getvalue())
+
+
+def _curve_value(row: dict) -> float:
+    """A Dyna iteration's point on the learning curve: its real evaluation when there was one (opt-in), else
+    the real episodes collected with its policy, else the surrogate estimate."""
+    for k in ("eval_return_mean", "collect_return_mean", "surrogate_return_mean"):
+        if row.get(k) is not None:
+            return float(row[k])
+    return float("nan")
 
 
 def plot_sweep(rows: list[dict], table: list[dict], path: Path) -> Path | None:
@@ -369,15 +388,16 @@ def plot_sweep(rows: list[dict], table: list[dict], path: Path) -> Path | None:
             except (OSError, ValueError):
                 continue
             if m:
-                curves.append(np.array([[row["real_steps_collect"], row["eval_return_mean"]] for row in m]))
+                curves.append(np.array([[row.get("real_steps_fit") or row["real_steps_collect"], _curve_value(row)]
+                                        for row in m], dtype=float))
         for c in curves:
             ax1.plot(c[:, 0], c[:, 1], color=f"C{i % 10}", alpha=0.3, lw=1)
         if curves:
             n = min(len(c) for c in curves)
             mean = np.mean([c[:n] for c in curves], axis=0)
             ax1.plot(mean[:, 0], mean[:, 1], "-o", ms=3, color=f"C{i % 10}", label=t["setting"])
-    ax1.set_xlabel("real steps (collection)")
-    ax1.set_ylabel("eval return")
+    ax1.set_xlabel("real steps the models were fitted on")
+    ax1.set_ylabel("return (real evaluation, else collected episodes, else surrogate estimate)")
     ax1.set_title("learning curves (mean over seeds)")
     if table:
         ax1.legend(fontsize=7)
