@@ -62,4 +62,5 @@ def pytest_generate_tests(metafunc):
     # a test with its own seed list (cheap checks on random inputs) keeps it
     if "seed" in metafunc.fixturenames and not _parametrizes_seed_itself(metafunc):
         seeds = _parse_seeds(metafunc.config.getoption("--seeds"))
-        metafunc.parametrize("seed", seeds, ids=[f"seed{s}" for s in seeds])
+        # session scope: fixtures of any scope (a model fitted once per seed) may depend on the seed
+        metafunc.parametrize("seed", seeds, ids=[f"seed{s}" for s in seeds], scope="session")

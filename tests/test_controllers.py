@@ -49,8 +49,8 @@ def fit_dynamics(X, U, Xn) -> SparseModel:
 
 
 @pytest.fixture(scope="session")
-def dyn() -> SparseModel:
-    return fit_pendulum_dynamics()
+def dyn(seed) -> SparseModel:
+    return fit_pendulum_dynamics(seed=seed)
 
 
 def quad_cost() -> QuadraticCost:

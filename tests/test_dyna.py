@@ -105,9 +105,10 @@ def test_cli_bad_config_is_one_clear_line(tmp_path, capsys):
     assert "run directory not found" in capsys.readouterr().err
 
 
-def test_custom_module_class_env_and_module_function_reward(tmp_path):
+def test_custom_module_class_env_and_module_function_reward(tmp_path, seed):
     """Any gymnasium.Env given as "module:Class", with a known reward given as "module:function"."""
     cfg = config_from_dict({
+        "seed": seed,
         "env": {"id": "toy_envs:LinearEnv", "kwargs": {"horizon": 30}},
         "collect": {"random_steps": 300, "steps_per_iteration": 0},
         "dynamics": {"library": {"degree": 1}, "threshold": 0.02, "n_models": 3},

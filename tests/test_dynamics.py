@@ -34,11 +34,11 @@ TRUE = {
 
 @pytest.mark.parametrize("residual", [True, False])
 @pytest.mark.parametrize("control", ["full", "affine"])
-def test_recovers_exact_terms_of_polynomial_system(residual, control):
-    buf = _simulate()
-    _, val = buf.split_episodes(0.25, 0)
+def test_recovers_exact_terms_of_polynomial_system(residual, control, seed):
+    buf = _simulate(seed=seed)
+    _, val = buf.split_episodes(0.25, seed)
     dyn = SINDyDynamics(["x0", "x1"], ["u"], library=LibraryConfig(degree=2, control=control), threshold=0.02,
-                        alpha=1e-8, n_models=10, residual=residual, seed=0).fit(buf, val)
+                        alpha=1e-8, n_models=10, residual=residual, seed=seed).fit(buf, val)
     m = dyn.model_
     names = m.term_names()
     found = {(m.outputs[o] + "'", names[k]): m.coef[o, k] for o, k in zip(*np.nonzero(m.coef))}

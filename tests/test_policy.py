@@ -16,24 +16,24 @@ from sindyrl.surrogate import SurrogateVecEnv
 NAMES = ["cos_th", "sin_th", "th_dot"]
 
 
-def make_surrogate(n):
-    return SurrogateVecEnv(pendulum_model(), known_reward("pendulum"), starts(200), OBS, ACT, horizon=60, n_envs=n,
-                           seed=0)
+def make_surrogate(n, seed=0):
+    return SurrogateVecEnv(pendulum_model(), known_reward("pendulum"), starts(200, seed), OBS, ACT, horizon=60,
+                           n_envs=n, seed=seed)
 
 
-def test_distilling_a_known_polynomial_controller_recovers_its_terms():
+def test_distilling_a_known_polynomial_controller_recovers_its_terms(seed):
     def teacher(o):  # a polynomial controller, saturating at the bounds
         return (-1.5 * o[:, 1] - 0.4 * o[:, 2] + 0.3 * o[:, 0] * o[:, 2])[:, None]
 
     cfg = DistillConfig(degree=2, n_models=5, passes=2, n_rollouts=8, thresholds=[1e-3, 1e-2], alphas=[1e-8])
-    pol, hist = distill(teacher, make_surrogate, NAMES, ["u"], cfg, unit_pairs=[(0, 1)],
-                        action_bounds=([-2.0], [2.0]), echo=lambda *a: None)
+    pol, hist = distill(teacher, lambda n: make_surrogate(n, seed), NAMES, ["u"], cfg, unit_pairs=[(0, 1)],
+                        action_bounds=([-2.0], [2.0]), echo=lambda *a: None, seed=seed)
     names = pol.model.term_names()
     found = {names[k]: pol.model.coef[0, k] for k in np.flatnonzero(pol.model.coef[0])}
     assert set(found) == {"sin_th", "th_dot", "cos_th th_dot"}, found
     assert found["sin_th"] == pytest.approx(-1.5, abs=1e-6) and found["cos_th th_dot"] == pytest.approx(0.3, abs=1e-6)
     assert len(hist) == 2 and hist[1]["n_states"] > hist[0]["n_states"]  # DAgger added visited states
-    X = np.random.default_rng(0).normal(size=(50, 3)) * 3
+    X = np.random.default_rng(seed).normal(size=(50, 3)) * 3
     np.testing.assert_allclose(pol.act(X), np.clip(teacher(X), -2, 2), atol=1e-6)
     lo, hi = pol.model.input_bounds  # the region it was fitted on travels with it (export parity sampling)
     assert np.all(lo < hi) and lo[0] >= -1.0 - 1e-9 and hi[0] <= 1.0 + 1e-9

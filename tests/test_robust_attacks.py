@@ -41,15 +41,14 @@ def make_short_pendulum():
     return gym.make("Pendulum-v1", max_episode_steps=60)
 
 
-TD3_SETTINGS = dict(learning_starts=200, batch_size=64, learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64]),
-                    seed=0)
+TD3_SETTINGS = dict(learning_starts=200, batch_size=64, learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64]))
 
 
-def _train_td3() -> TD3:
+def _train_td3(seed: int) -> TD3:
     """TD3 on Pendulum-v1 until it swings up (about 8,000 steps), in chunks, at most 14,000 steps."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = TD3("MlpPolicy", make_pendulum(), action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)),
-                verbose=0, device="cpu", **TD3_SETTINGS)
+                verbose=0, device="cpu", seed=seed, **TD3_SETTINGS)
     for k in range(7):
         model.learn(2000, reset_num_timesteps=False)
         if k >= 2 and episode_returns(model, make_pendulum, None, 4, seed=500).mean() > -300:
@@ -58,7 +57,7 @@ def _train_td3() -> TD3:
 
 
 @pytest.fixture(scope="module")
-def td3(pytestconfig, tmp_path_factory):
+def td3(pytestconfig, tmp_path_factory, seed):
     """A briefly trained TD3 agent, cached in pytest's cache directory.
 
     Training costs ~30 s on an idle machine (minutes on a loaded one); the
@@ -69,14 +68,14 @@ def td3(pytestconfig, tmp_path_factory):
     import stable_baselines3
 
     torch.set_num_threads(1)
-    key = hashlib.sha256(repr((TD3_SETTINGS, stable_baselines3.__version__, torch.__version__,
+    key = hashlib.sha256(repr((TD3_SETTINGS, seed, stable_baselines3.__version__, torch.__version__,
                                gym.__version__)).encode()).hexdigest()[:12]
     cache = getattr(pytestconfig, "cache", None)  # absent under -p no:cacheprovider
     folder = cache.mkdir("sindyrl_robust") if cache is not None else tmp_path_factory.mktemp("sindyrl_robust")
     path = folder / f"td3_pendulum_{key}.zip"
     if path.is_file():
         return TD3.load(path, device="cpu")
-    model = _train_td3()
+    model = _train_td3(seed)
     model.save(path)
     return model
 
