@@ -11,7 +11,8 @@ from sindyrl.sparse import SparseModel
 def random_model(seed: int) -> SparseModel:
     rng = np.random.default_rng(seed)
     terms = [(), ((0, "pow", 1),), ((1, "pow", 2),), ((0, "pow", 1), (2, "pow", 2)), ((1, "sin", 1.0),),
-             ((2, "cos", 2.0),), ((0, "sin", 0.5), (3, "pow", 1)), ((3, "pow", 3),), ((1, "cos", 1.0), (2, "pow", 1))]
+             ((2, "cos", 2.0),), ((0, "sin", 0.5), (3, "pow", 1)), ((3, "pow", 3),), ((1, "cos", 1.0), (2, "pow", 1)),
+             ((1, "sin", 2.0),), ((1, "cos", 3.0), (0, "pow", 1))]  # harmonics of s: built from sin(s), cos(s) in C
     coef = rng.normal(size=(3, len(terms))) * (rng.random((3, len(terms))) < 0.7)
     return SparseModel(["c", "s", "w", "u"], ["c", "s", "w"], terms, coef, unit_pairs=[(0, 1)],
                        output_bounds=(np.array([-1.0, -1.0, -3.0]), np.array([1.0, 1.0, 2.5])), name="agree")
