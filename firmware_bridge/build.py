@@ -1,4 +1,4 @@
-"""Build the board firmware (host process or Cortex-M4F image) from generated C.
+"""Build the board firmware (host process or a bare-metal Cortex-M image) from generated C.
 
 ``build_firmware(gen, target)`` compiles the portable board (``board/``), the
 target's HAL and the generated model with the project's strict flags
@@ -24,15 +24,32 @@ MAX_INPUTS = (MAX_PAYLOAD - 5) // 4
 MAX_OUTPUTS = (MAX_PAYLOAD - 2) // 4
 
 __all__ = [
-    "BOARD_DIR", "TARGETS", "MAX_INPUTS", "MAX_OUTPUTS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS", "FirmwareBuild", "BuildError",
+    "BOARD_DIR", "TARGETS", "ARM_TARGETS", "ArmTarget", "MAX_INPUTS", "MAX_OUTPUTS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS", "FirmwareBuild", "BuildError",
     "missing_tools", "build_firmware", "build_decoder_harness", "build_shared_library", "section_sizes",
 ]
 
 BOARD_DIR = Path(__file__).resolve().parent / "board"
-TARGETS = ("host", "mps2-an386")
 STRICT_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-ffp-contract=off"]
 CORTEX_M4F_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
-_TOOLS = {"host": ("gcc", "size"), "mps2-an386": ("arm-none-eabi-gcc", "arm-none-eabi-size")}
+
+
+@dataclass(frozen=True)
+class ArmTarget:
+    """A bare-metal firmware target: compiler flags, and its folder under ``board/`` (start-up, HAL, linker script)."""
+
+    cpu_flags: tuple[str, ...]
+    folder: str
+    linker_script: str
+    sources: tuple[str, ...]
+
+
+#: Bare-metal targets (arm-none-eabi-gcc, newlib nosys); each is a folder of board/.
+ARM_TARGETS = {
+    "mps2-an386": ArmTarget(tuple(CORTEX_M4F_FLAGS), "mps2-an386", "mps2-an386.ld", ("startup.c", "hal_mps2.c")),
+    "stm32f405": ArmTarget(tuple(CORTEX_M4F_FLAGS), "stm32f405", "stm32f405.ld", ("startup.c", "hal_stm32f405.c")),
+}
+TARGETS = ("host", *ARM_TARGETS)
+_TOOLS = {"host": ("gcc", "size"), **{t: ("arm-none-eabi-gcc", "arm-none-eabi-size") for t in ARM_TARGETS}}
 _QEMU = "qemu-system-arm"
 
 
@@ -64,7 +81,7 @@ def missing_tools(target: str, with_qemu: bool = False) -> list[str]:
     """Tools needed for ``target`` that are not on PATH (empty when all are there)."""
     if target not in _TOOLS:
         raise ValueError(f"unknown firmware target {target!r}; expected one of {TARGETS}")
-    tools = list(_TOOLS[target]) + ([_QEMU] if with_qemu and target == "mps2-an386" else [])
+    tools = list(_TOOLS[target]) + ([_QEMU] if with_qemu and target in ARM_TARGETS else [])
     return [t for t in tools if shutil.which(t) is None]
 
 
@@ -129,9 +146,10 @@ def build_firmware(
     ----------
     gen : GeneratedC
         Output of :func:`firmware_bridge.codegen.generate_c`.
-    target : {"host", "mps2-an386"}
+    target : {"host", "mps2-an386", "stm32f405"}
         ``host``: a POSIX executable (``--tcp PORT`` / ``--pty`` / ``--stdio``);
-        ``mps2-an386``: an ELF for ``qemu-system-arm -M mps2-an386``.
+        any of :data:`ARM_TARGETS`: a bare-metal ELF (run in QEMU by
+        :class:`firmware_bridge.boards.QemuBoard`, or flashed).
     out_dir : path, optional
         Where to put the glue file and the binary (default: next to the generated C).
     sanitize : bool
@@ -161,12 +179,13 @@ def build_firmware(
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if sanitize else []
         cmd = ["gcc", *common, *san, *map(str, srcs), str(BOARD_DIR / "host" / "hal_host.c"), "-lm", "-o", str(exe)]
     else:
-        exe = out_dir / "board-mps2-an386.elf"
-        tdir = BOARD_DIR / "mps2-an386"
+        arm = ARM_TARGETS[target]
+        exe = out_dir / f"board-{target}.elf"
+        tdir = BOARD_DIR / arm.folder
         cmd = [
-            "arm-none-eabi-gcc", *CORTEX_M4F_FLAGS, *common, "-ffunction-sections", "-fdata-sections",
-            "-nostartfiles", "--specs=nosys.specs", f"-T{tdir / 'mps2-an386.ld'}", "-Wl,--gc-sections",
-            *map(str, srcs), str(tdir / "startup.c"), str(tdir / "hal_mps2.c"), "-lm", "-o", str(exe),
+            "arm-none-eabi-gcc", *arm.cpu_flags, *common, "-ffunction-sections", "-fdata-sections",
+            "-nostartfiles", "--specs=nosys.specs", f"-T{tdir / arm.linker_script}", "-Wl,--gc-sections",
+            *map(str, srcs), *[str(tdir / f) for f in arm.sources], "-lm", "-o", str(exe),
         ]
     _run(cmd, f"building {target} firmware for {gen.name}")
     text, data, bss = section_sizes(exe, target)

@@ -28,8 +28,8 @@ def cmd_hil(args: argparse.Namespace) -> int:
 def _policy_set_hil(run, args: argparse.Namespace) -> int:
     from .policy_set import PolicySetConfig, load_policy_set, robust_return_bounds, run_policy_set_hil
 
-    if args.board not in ("host", "qemu"):
-        raise ValueError(f"--policy-set runs on --board host or qemu, not {args.board}")
+    if args.board == "onnx":
+        raise ValueError("--policy-set runs on the host or an emulated board, not on the ONNX server")
     policies = load_policy_set(args.policy_set)
     bounds = tuple(args.return_bounds) if args.return_bounds else robust_return_bounds(run.path)
     if bounds is None:
@@ -62,9 +62,9 @@ def register(subparsers) -> None:
                     "summary.json (hil_* keys).",
     )
     h.add_argument("run", help="run directory")
-    h.add_argument("--board", choices=["host", "qemu", "onnx"], default="host",
-                   help="host: firmware as a local process; qemu: Cortex-M4F (mps2-an386) in QEMU; "
-                        "onnx: the ONNX edge server (default: host)")
+    h.add_argument("--board", choices=["host", "qemu", "onnx", "mps2-an386", "stm32f405"], default="host",
+                   help="host: firmware as a local process; qemu (= mps2-an386): Cortex-M4F in QEMU; stm32f405: "
+                        "STM32F405 firmware in QEMU's netduinoplus2; onnx: the ONNX edge server (default: host)")
     h.add_argument("--policy", choices=["sparse", "neural"], default="sparse",
                    help="the distilled sparse policy or the neural agent (default: sparse)")
     h.add_argument("--episodes", type=int, default=5, help="closed-loop episodes (default: 5)")

@@ -27,14 +27,14 @@ import numpy as np
 
 from sindyrl.sparse import SparseModel
 
-from .boards import Board, HostBoard, OnnxBoard, QemuBoard
+from .boards import QEMU_BOARDS, Board, HostBoard, OnnxBoard, QemuBoard
 from .build import build_firmware, missing_tools
 from .codegen import GeneratedC, generate_neural_c, generate_sparse_c, neural_spec_from_sb3
 from .link import BoardLink, BoardLinkError
 
 __all__ = ["BOARDS", "HilReport", "hil_episodes", "run_policy_hil", "run_hil", "stage", "default_board"]
 
-BOARDS = ("host", "qemu", "onnx")
+BOARDS = ("host", "onnx", *QEMU_BOARDS)  # "qemu" is mps2-an386
 
 
 @dataclass
@@ -102,7 +102,7 @@ class HilReport:
         if self.flash_bytes is not None:
             lines.append(f"  firmware            flash {self.flash_bytes} B, RAM {self.ram_bytes} B")
         if self.instructions_per_call is not None:
-            lines.append(f"  policy call         {self.instructions_per_call:.1f} instructions on the Cortex-M4F")
+            lines.append(f"  policy call         {self.instructions_per_call:.1f} instructions (QEMU -icount)")
         if self.board_ns_per_call is not None:
             lines.append(f"  policy call         {self.board_ns_per_call:.0f} ns on the board (wall clock)")
         lines += [f"  note: {n}" for n in self.notes]
@@ -228,8 +228,9 @@ def run_policy_hil(
         The policy to put on the board.
     make_env : callable
         Returns the real env (a fresh one per call).
-    board : {"host", "qemu", "onnx"}
-        Which board runs the policy.
+    board : {"host", "onnx", "qemu", "mps2-an386", "stm32f405"}
+        Which board runs the policy (``qemu`` is ``mps2-an386``; see
+        :data:`firmware_bridge.boards.QEMU_BOARDS`).
     work_dir : path, optional
         Generated C, builds and ONNX files go here (default: a temporary directory).
     episodes, seed : int
@@ -280,14 +281,14 @@ def run_policy_hil(
             runner: Board = OnnxBoard(path)
             notes.append(f"ONNX file {path} ({path.stat().st_size} bytes)")
         else:
-            target = "host" if board == "host" else "mps2-an386"
-            missing = missing_tools(target, with_qemu=board == "qemu")
+            target = "host" if board == "host" else QEMU_BOARDS[board].target
+            missing = missing_tools(target, with_qemu=board in QEMU_BOARDS)
             if missing:
                 raise RuntimeError(f"--board {board} needs {', '.join(missing)} (Debian: gcc-arm-none-eabi "
                                    "libnewlib-arm-none-eabi qemu-system-arm)")
             echo(f"building {kind} policy firmware for {target} in {work_dir}")
             build = build_firmware(gen, target)
-            runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path)
+            runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path, board=board)
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
             info = link.hello()
             want = gen.model_hash if gen is not None else (model_hash if kind == "sparse" else None)
@@ -302,7 +303,7 @@ def run_policy_hil(
             env.close()
             ipc = ns = None
             if bench_calls:
-                if board == "qemu":
+                if board in QEMU_BOARDS:
                     ipc = link.instructions_per_call(bench_calls, obs0)
                 else:
                     ns = link.bench(bench_calls, obs0).elapsed / bench_calls
