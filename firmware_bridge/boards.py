@@ -46,6 +46,8 @@ QEMU_BOARDS = {
     "mps2-an386": QemuMachine("mps2-an386", "mps2-an386", "cortex-m4", "ARM MPS2 AN386, Cortex-M4F, CMSDK UART"),
     "stm32f405": QemuMachine("stm32f405", "netduinoplus2", "cortex-m4",
                              "STM32F405 (Cortex-M4F) on QEMU's netduinoplus2, USART1"),
+    "microbit": QemuMachine("microbit", "microbit", "cortex-m0", "nRF51822 (Cortex-M0, no FPU), BBC micro:bit, UART0",
+                            has_fpu=False),
 }
 QEMU_BOARDS["qemu"] = QEMU_BOARDS["mps2-an386"]
 

@@ -24,13 +24,15 @@ MAX_INPUTS = (MAX_PAYLOAD - 5) // 4
 MAX_OUTPUTS = (MAX_PAYLOAD - 2) // 4
 
 __all__ = [
-    "BOARD_DIR", "TARGETS", "ARM_TARGETS", "ArmTarget", "MAX_INPUTS", "MAX_OUTPUTS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS", "FirmwareBuild", "BuildError",
+    "BOARD_DIR", "TARGETS", "ARM_TARGETS", "ArmTarget", "MAX_INPUTS", "MAX_OUTPUTS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS",
+    "CORTEX_M0_FLAGS", "FirmwareBuild", "BuildError",
     "missing_tools", "build_firmware", "build_decoder_harness", "build_shared_library", "section_sizes",
 ]
 
 BOARD_DIR = Path(__file__).resolve().parent / "board"
 STRICT_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-ffp-contract=off"]
 CORTEX_M4F_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+CORTEX_M0_FLAGS = ["-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"]  # no FPU: float is libgcc's software emulation
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ArmTarget:
 ARM_TARGETS = {
     "mps2-an386": ArmTarget(tuple(CORTEX_M4F_FLAGS), "mps2-an386", "mps2-an386.ld", ("startup.c", "hal_mps2.c")),
     "stm32f405": ArmTarget(tuple(CORTEX_M4F_FLAGS), "stm32f405", "stm32f405.ld", ("startup.c", "hal_stm32f405.c")),
+    "microbit": ArmTarget(tuple(CORTEX_M0_FLAGS), "microbit", "nrf51.ld", ("startup.c", "hal_nrf51.c")),
 }
 TARGETS = ("host", *ARM_TARGETS)
 _TOOLS = {"host": ("gcc", "size"), **{t: ("arm-none-eabi-gcc", "arm-none-eabi-size") for t in ARM_TARGETS}}
@@ -146,7 +149,7 @@ def build_firmware(
     ----------
     gen : GeneratedC
         Output of :func:`firmware_bridge.codegen.generate_c`.
-    target : {"host", "mps2-an386", "stm32f405"}
+    target : {"host", "mps2-an386", "stm32f405", "microbit"}
         ``host``: a POSIX executable (``--tcp PORT`` / ``--pty`` / ``--stdio``);
         any of :data:`ARM_TARGETS`: a bare-metal ELF (run in QEMU by
         :class:`firmware_bridge.boards.QemuBoard`, or flashed).

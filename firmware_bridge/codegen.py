@@ -71,6 +71,7 @@ class GeneratedC:
     include_dirs: list[Path] = field(default_factory=list)  # pass with -isystem
     extra_sources: list[Path] = field(default_factory=list)  # compiled and linked with ``source``
     n_arms: int = 0  # > 0: a policy set (firmware_bridge.policy_set) with a ``sindyrl_<name>_select``
+    error_bound: np.ndarray | None = None  # fixed point: per-output bound of |C - SparseModel.evaluate| in the bounds
 
     @property
     def symbol(self) -> str:
@@ -403,15 +404,21 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
         C name: the function is ``sindyrl_<name>_eval``.
     out_dir : path
         Directory for the two files (created).
-    real : {"float", "double"}, default "float"
+    real : {"float", "double", "fixed"}, default "float"
         Arithmetic inside the function. The interface is float either way;
         ``"double"`` matches the numpy reference more closely but is emulated
-        in software on a Cortex-M4F.
+        in software on a Cortex-M4F; ``"fixed"`` is integer Q-format
+        arithmetic for cores without an FPU, with an error bound in the header
+        (:func:`firmware_bridge.fixed_point.generate_fixed_c`).
     """
     if not isinstance(model, SparseModel):
         raise TypeError(f"generate_sparse_c: expected a SparseModel, got {type(model).__name__}")
+    if real == "fixed":
+        from .fixed_point import generate_fixed_c
+
+        return generate_fixed_c(model, name, out_dir)
     if real not in ("float", "double"):
-        raise ValueError(f"generate_sparse_c: real must be 'float' or 'double', got {real!r}")
+        raise ValueError(f"generate_sparse_c: real must be 'float', 'double' or 'fixed', got {real!r}")
     name = _check_name(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

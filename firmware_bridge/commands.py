@@ -20,7 +20,7 @@ def cmd_hil(args: argparse.Namespace) -> int:
         return _policy_set_hil(run, args)
     report = run_hil(
         run, board=args.board, policy=args.policy, episodes=args.episodes, seed=args.seed,
-        timeout=args.timeout, retries=args.retries,
+        timeout=args.timeout, retries=args.retries, real=args.real,
     )
     return 0 if report.protocol_errors == 0 else 1
 
@@ -62,9 +62,13 @@ def register(subparsers) -> None:
                     "summary.json (hil_* keys).",
     )
     h.add_argument("run", help="run directory")
-    h.add_argument("--board", choices=["host", "qemu", "onnx", "mps2-an386", "stm32f405"], default="host",
+    h.add_argument("--board", choices=["host", "qemu", "onnx", "mps2-an386", "stm32f405", "microbit"], default="host",
                    help="host: firmware as a local process; qemu (= mps2-an386): Cortex-M4F in QEMU; stm32f405: "
-                        "STM32F405 firmware in QEMU's netduinoplus2; onnx: the ONNX edge server (default: host)")
+                        "STM32F405 firmware in QEMU's netduinoplus2; microbit: nRF51 Cortex-M0 (no FPU) in QEMU; "
+                        "onnx: the ONNX edge server (default: host; docs/boards.md)")
+    h.add_argument("--real", choices=["float", "double", "fixed"], default=None,
+                   help="arithmetic of the sparse policy's C: fixed (Q-format integers, with an error bound) is the "
+                        "default on boards without an FPU, where float is the soft-float baseline; else float")
     h.add_argument("--policy", choices=["sparse", "neural"], default="sparse",
                    help="the distilled sparse policy or the neural agent (default: sparse)")
     h.add_argument("--episodes", type=int, default=5, help="closed-loop episodes (default: 5)")

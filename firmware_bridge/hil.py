@@ -217,7 +217,7 @@ def run_policy_hil(
     timeout: float = 2.0,
     retries: int = 2,
     bench_calls: int = 1000,
-    real: str = "float",
+    real: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> HilReport:
     """HIL for a policy object: a SparseModel (sparse) or an SB3 agent (neural).
@@ -243,12 +243,17 @@ def run_policy_hil(
         Per-reply timeout (s) and retries of the link.
     bench_calls : int
         Policy calls timed on the board itself (0 skips the measurement).
-    real : {"float", "double"}
-        Arithmetic of the generated sparse-policy C (the M4F's FPU is single precision).
+    real : {"float", "double", "fixed"}, optional
+        Arithmetic of the generated sparse-policy C (the M4F's FPU is single
+        precision). Default: ``"fixed"`` on a board without an FPU (the
+        Cortex-M0 ``microbit``; ``"float"`` there is the soft-float baseline),
+        else ``"float"``.
     """
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, got {board!r}")
     kind = "sparse" if isinstance(policy, SparseModel) else "neural"
+    if real is None:
+        real = "fixed" if board in QEMU_BOARDS and not QEMU_BOARDS[board].has_fpu else "float"
     tmp = None
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="sindyrl-hil-")
@@ -273,7 +278,7 @@ def run_policy_hil(
             name, model_hash = type(policy).__name__.lower(), spec.content_hash()
             if board != "onnx":
                 gen = generate_neural_c(spec, "policy", work_dir / "neural")
-        notes: list[str] = []
+        notes: list[str] = [f"sparse policy C in {real} arithmetic"] if gen is not None and kind == "sparse" else []
         build = None
         if board == "onnx":
             path = Path(onnx_path) if onnx_path is not None else _export_onnx(

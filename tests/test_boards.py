@@ -1,7 +1,8 @@
 """Each emulated microcontroller board serves the protocol and runs a policy in closed loop against Python.
 
 One short HIL per board in QEMU (skipped with the reason when the ARM toolchain or QEMU is missing; failing
-instead under ``SINDYRL_REQUIRE_QEMU=1``): the STM32F405 (Cortex-M4F, netduinoplus2).
+instead under ``SINDYRL_REQUIRE_QEMU=1``): the STM32F405 (Cortex-M4F, netduinoplus2) and the nRF51
+Cortex-M0 (microbit, no FPU), where the fixed-point policy is compared with the soft-float build.
 """
 
 from __future__ import annotations
@@ -65,3 +66,37 @@ def test_stm32f405_from_the_command_line(tmp_path):
     assert main(["hil", str(run.path), "--board", "stm32f405", "--episodes", "1"]) == 0
     s = run.read_summary()
     assert s["hil_board"] == "stm32f405" and s["hil_protocol_errors"] == 0 and s["hil_return_rel_diff_max"] <= 1e-4
+
+
+@pytest.mark.qemu
+def test_microbit_fixed_point_against_soft_float(tmp_path):
+    need_tools("microbit", with_qemu=True)
+    runs = {}
+    for real in ("fixed", "float"):  # fixed point is the default on a board without an FPU
+        runs[real] = run_policy_hil(pendulum_policy(), pendulum_env, board="microbit", work_dir=tmp_path / real,
+                                    episodes=3, seed=0, real=None if real == "fixed" else real, echo=lambda s: None)
+        print(runs[real].format())
+    fixed, soft = runs["fixed"], runs["float"]
+    assert "sparse policy C in fixed arithmetic" in fixed.notes
+    assert fixed.protocol_errors == 0 and soft.protocol_errors == 0
+    assert soft.return_rel_diff_max <= 1e-4  # soft float is IEEE float32: Python's returns
+    f, s = np.mean(fixed.returns), np.mean(soft.returns)
+    assert abs(f - s) <= 0.02 * abs(s)
+    assert fixed.instructions_per_call < soft.instructions_per_call
+
+
+@pytest.mark.qemu
+def test_microbit_fixed_point_object_uses_no_float_arithmetic(tmp_path):
+    import subprocess
+
+    from firmware_bridge.build import CORTEX_M0_FLAGS, STRICT_CFLAGS
+    from firmware_bridge.codegen import generate_sparse_c
+
+    need_tools("microbit")
+    gen = generate_sparse_c(pendulum_policy(), "policy", tmp_path, real="fixed")
+    obj = tmp_path / "policy.o"
+    subprocess.run(["arm-none-eabi-gcc", *CORTEX_M0_FLAGS, *STRICT_CFLAGS, "-O2", "-c", str(gen.source),
+                    f"-I{tmp_path}", "-o", str(obj)], check=True)
+    undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], capture_output=True, text=True, check=True)
+    # one int -> float conversion for each output; no soft-float add, multiply, compare or libm
+    assert {ln.split()[-1] for ln in undefined.stdout.splitlines()} <= {"__aeabi_i2f", "memcpy"}
