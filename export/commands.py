@@ -15,6 +15,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .stage_fn import export_run
 
     run = Run.open(args.run)
+    if args.c_library is not None:
+        from firmware_bridge.library import write_c_library
+
+        lib = write_c_library(run.load_model("policy"), args.c_library)
+        print(f"[export] C library of the sparse policy ({lib.model_hash}) in {lib.directory}: "
+              f"{lib.header.name}, {lib.source.name}, README.md, library.json, library.properties, examples/host/main.c")
     out = export_run(
         run, what=args.what, quantize=args.quantize, n_states=args.n_states, seed=args.seed, tol=args.tol,
         n_episodes=args.episodes,
@@ -58,4 +64,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of parity states and evaluation (default: run seed)")
     p.add_argument("--episodes", type=_int_at_least(1), default=None,
                    help="real episodes for the float/int8 return comparison (default: dyna.final_eval_episodes)")
+    p.add_argument("--c-library", default=None, metavar="DIR",
+                   help="also write the sparse policy as a drop-in C99 library folder (sindyrl_policy.h/.c, README, "
+                        "PlatformIO library.json, Arduino library.properties, a host example)")
     p.set_defaults(func=cmd_export)
