@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .codegen import GeneratedC
 from .protocol import MAX_PAYLOAD
 
@@ -117,8 +119,18 @@ def _glue(gen: GeneratedC, out_dir: Path) -> Path:
 
 static const float safe_action[{m}_N_OUT] = {m}_SAFE_ACTION;
 
+#if defined(SINDYRL_DOMAIN_GUARD) && defined({m}_IN_LO)
+static const float in_lo[{m}_N_IN] = {m}_IN_LO;
+static const float in_hi[{m}_N_IN] = {m}_IN_HI;
+#define SINDYRL_GLUE_IN_LO in_lo
+#define SINDYRL_GLUE_IN_HI in_hi
+#else
+#define SINDYRL_GLUE_IN_LO NULL
+#define SINDYRL_GLUE_IN_HI NULL
+#endif
+
 const sindyrl_model_desc_t sindyrl_board_model = {{
-    {m}_NAME, {m}_HASH, {kind}u, {m}_N_IN, {m}_N_OUT, {gen.symbol}, safe_action
+    {m}_NAME, {m}_HASH, {kind}u, {m}_N_IN, {m}_N_OUT, {gen.symbol}, safe_action, SINDYRL_GLUE_IN_LO, SINDYRL_GLUE_IN_HI
 }};
 """
     if gen.n_arms > 0:  # a policy set: the board's EXP3-IX picks the arm gen.symbol evaluates
@@ -142,6 +154,7 @@ def build_firmware(
     out_dir: str | os.PathLike | None = None,
     sanitize: bool = False,
     opt: str = "-O2",
+    domain_guard: float | None = None,
 ) -> FirmwareBuild:
     """Compile and link the board firmware serving ``gen``.
 
@@ -157,6 +170,11 @@ def build_firmware(
         Where to put the glue file and the binary (default: next to the generated C).
     sanitize : bool
         Host only: build with ``-fsanitize=address,undefined``.
+    domain_guard : float, optional
+        Build with ``-DSINDYRL_DOMAIN_GUARD=margin``: an observation outside the
+        model's input bounds widened by ``margin`` times their width is answered
+        with ERROR ``OUT_OF_DOMAIN`` and the safe action (sparse models with
+        ``input_bounds`` only).
     """
     if target not in TARGETS:
         raise ValueError(f"unknown firmware target {target!r}; expected one of {TARGETS}")
@@ -167,6 +185,11 @@ def build_firmware(
             f"build_firmware: model {gen.name} has {gen.n_in} inputs and {gen.n_out} outputs; the board protocol "
             f"carries 1..{MAX_INPUTS} inputs and 1..{MAX_OUTPUTS} outputs"
         )
+    if domain_guard is not None:
+        if not (float(domain_guard) >= 0 and np.isfinite(domain_guard)):
+            raise ValueError(f"build_firmware: domain_guard must be a finite margin >= 0, got {domain_guard!r}")
+        if gen.input_low is None:
+            raise ValueError(f"build_firmware: domain_guard needs a model with input_bounds; {gen.name} has none")
     missing = missing_tools(target)
     if missing:
         raise BuildError(f"cannot build for {target}: missing {', '.join(missing)}")
@@ -175,6 +198,8 @@ def build_firmware(
     glue = _glue(gen, out_dir)
     common = [*STRICT_CFLAGS, opt, f"-I{BOARD_DIR}", f"-I{gen.header.parent}"]
     common += [f"-isystem{d}" for d in gen.include_dirs]
+    if domain_guard is not None:
+        common.append(f"-DSINDYRL_DOMAIN_GUARD={float(domain_guard)!r}f")
     srcs = [BOARD_DIR / "sindyrl_board.c", BOARD_DIR / "sindyrl_protocol.c", BOARD_DIR / "sindyrl_bandit.c",
             gen.source, *gen.extra_sources, glue]
     if target == "host":

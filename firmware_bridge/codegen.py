@@ -72,6 +72,8 @@ class GeneratedC:
     extra_sources: list[Path] = field(default_factory=list)  # compiled and linked with ``source``
     n_arms: int = 0  # > 0: a policy set (firmware_bridge.policy_set) with a ``sindyrl_<name>_select``
     error_bound: np.ndarray | None = None  # fixed point: per-output bound of |C - SparseModel.evaluate| in the bounds
+    input_low: np.ndarray | None = None  # the model's input_bounds (header macros _IN_LO/_IN_HI, domain guard)
+    input_high: np.ndarray | None = None
 
     @property
     def symbol(self) -> str:
@@ -164,6 +166,22 @@ def _safe_action(lo, hi, n_out: int) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def _input_bound_defs(gen: GeneratedC) -> list[str]:
+    if gen.input_low is None:
+        return []
+    big = float(np.finfo(np.float32).max)
+
+    def lit(v: float) -> str:
+        return _f32(float(np.clip(v, -big, big)))
+
+    return [
+        "/* The inputs the model was fitted on (SparseModel.input_bounds; +-FLT_MAX for unbounded), used by the",
+        " * board's opt-in domain guard (-DSINDYRL_DOMAIN_GUARD=margin). */",
+        f"#define {gen.macro}_IN_LO {{ {', '.join(lit(v) for v in gen.input_low)} }}",
+        f"#define {gen.macro}_IN_HI {{ {', '.join(lit(v) for v in gen.input_high)} }}",
+    ]
+
+
 def _write_header(path: Path, gen: GeneratedC, doc_lines: list[str], extra_defs: str = "") -> None:
     m = gen.macro
     safe = ", ".join(_f32(v) for v in gen.safe_action)
@@ -191,6 +209,7 @@ def _write_header(path: Path, gen: GeneratedC, doc_lines: list[str], extra_defs:
             f"#define {m}_KIND {1 if gen.kind == 'sparse' else 2} /* 1 sparse, 2 neural */",
             "/* Action sent instead of a result when the input cannot be trusted (0 clipped into the bounds). */",
             f"#define {m}_SAFE_ACTION {{ {safe} }}",
+            *_input_bound_defs(gen),
             extra_defs,
             "/* Evaluate the model: in[n_in] -> out[n_out] (caller owns both). Returns SINDYRL_EVAL_OK or",
             " * a negative SINDYRL_EVAL_ERR_*. No heap, no I/O, no recursion; not re-entrant for neural models",
@@ -427,6 +446,8 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
         name=name, kind="sparse", header=out_dir / f"{name}.h", source=out_dir / f"{name}.c",
         n_in=model.n_inputs, n_out=model.n_outputs, model_hash=model.content_hash(),
         inputs=list(model.inputs), outputs=list(model.outputs), safe_action=_safe_action(lo, hi, model.n_outputs),
+        input_low=None if model.input_bounds is None else model.input_bounds[0],
+        input_high=None if model.input_bounds is None else model.input_bounds[1],
     )
     idents = _identifiers(model.inputs)
     fl = real == "float"

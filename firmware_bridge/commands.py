@@ -20,7 +20,7 @@ def cmd_hil(args: argparse.Namespace) -> int:
         return _policy_set_hil(run, args)
     report = run_hil(
         run, board=args.board, policy=args.policy, episodes=args.episodes, seed=args.seed,
-        timeout=args.timeout, retries=args.retries, real=args.real,
+        timeout=args.timeout, retries=args.retries, real=args.real, domain_guard=args.domain_guard,
     )
     return 0 if report.protocol_errors == 0 else 1
 
@@ -71,6 +71,10 @@ def register(subparsers) -> None:
                         "default on boards without an FPU, where float is the soft-float baseline; else float")
     h.add_argument("--policy", choices=["sparse", "neural"], default="sparse",
                    help="the distilled sparse policy or the neural agent (default: sparse)")
+    h.add_argument("--domain-guard", type=float, default=None, metavar="MARGIN",
+                   help="build the board with the domain guard: an observation outside the policy's input bounds "
+                        "widened by MARGIN x their width gets ERROR OUT_OF_DOMAIN and the safe action; HIL counts "
+                        "them (hil_domain_events)")
     h.add_argument("--episodes", type=int, default=5, help="closed-loop episodes (default: 5)")
     h.add_argument("--seed", type=int, default=None, help="first reset seed (default: the run's seed)")
     h.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default: 2)")

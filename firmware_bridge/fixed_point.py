@@ -166,7 +166,7 @@ def generate_fixed_c(model: SparseModel, name: str, out_dir) -> GeneratedC:
         name=name, kind="sparse", header=out_dir / f"{name}.h", source=out_dir / f"{name}.c",
         n_in=model.n_inputs, n_out=model.n_outputs, model_hash=model.content_hash(),
         inputs=list(model.inputs), outputs=list(model.outputs),
-        safe_action=_safe_action(lo_out, hi_out, model.n_outputs),
+        safe_action=_safe_action(lo_out, hi_out, model.n_outputs), input_low=lo_in, input_high=hi_in,
     )
     idents = _identifiers(model.inputs)
     names = _Names(idents)

@@ -30,7 +30,8 @@ from sindyrl.sparse import SparseModel
 from .boards import QEMU_BOARDS, Board, HostBoard, OnnxBoard, QemuBoard
 from .build import build_firmware, missing_tools
 from .codegen import GeneratedC, generate_neural_c, generate_sparse_c, neural_spec_from_sb3
-from .link import BoardLink, BoardLinkError
+from .link import BoardErrorReply, BoardLink, BoardLinkError
+from .protocol import ErrorCode
 
 __all__ = ["BOARDS", "HilReport", "hil_episodes", "run_policy_hil", "run_hil", "stage", "default_board"]
 
@@ -53,6 +54,7 @@ class HilReport:
     latency_p99_ms: float
     max_action_diff: float
     protocol_errors: int
+    domain_events: int = 0  # OBS the board's domain guard answered with the safe action
     flash_bytes: int | None = None
     ram_bytes: int | None = None
     instructions_per_call: float | None = None
@@ -79,6 +81,7 @@ class HilReport:
             "hil_latency_p99_ms": self.latency_p99_ms,
             "hil_max_action_diff": self.max_action_diff,
             "hil_protocol_errors": self.protocol_errors,
+            "hil_domain_events": self.domain_events,
         }
         for key in ("flash_bytes", "ram_bytes", "instructions_per_call", "board_ns_per_call"):
             v = getattr(self, key)
@@ -98,6 +101,7 @@ class HilReport:
             f"  action difference   {self.max_action_diff:.3e} max abs, board vs Python on the same observations",
             f"  round trip          p50 {self.latency_p50_ms:.3f} ms, p99 {self.latency_p99_ms:.3f} ms",
             f"  protocol errors     {self.protocol_errors}",
+            f"  domain guard        {self.domain_events} observations outside the input bounds (safe action applied)",
         ]
         if self.flash_bytes is not None:
             lines.append(f"  firmware            flash {self.flash_bytes} B, RAM {self.ram_bytes} B")
@@ -127,24 +131,33 @@ def board_episodes(
     action space and cast to its dtype exactly as
     :func:`sindyrl.evaluation.evaluate_policy` does, so the returns compare with
     the Python policy's. Raises :class:`BoardLinkError` (naming ``label(i)`` and
-    the step) when the board stops answering.
+    the step) when the board stops answering. An ERROR ``OUT_OF_DOMAIN`` (the
+    board's opt-in domain guard) applies the safe action it carries, is counted
+    in ``domain_events`` and left out of the action comparison.
     """
     env = make_env()
     low, high = env.action_space.low, env.action_space.high
-    returns, lengths, max_diff = [], [], 0.0
+    returns, lengths, max_diff, domain_events = [], [], 0.0, 0
     try:
         for i in range(n_episodes):
             act_ref = reference(i)
             obs, _ = env.reset(seed=seed + i)
             total, t, done = 0.0, 0, False
             while not done:
+                guarded = False
                 try:
                     a_board = link.act(obs)
+                except BoardErrorReply as e:
+                    if e.reply.code != ErrorCode.OUT_OF_DOMAIN:
+                        raise BoardLinkError(f"{label(i)}, step {t}: {e}") from None
+                    a_board, guarded = e.reply.safe_action, True
+                    domain_events += 1
                 except BoardLinkError as e:
                     raise BoardLinkError(f"{label(i)}, step {t}: {e}") from None
                 a_ref = np.clip(np.asarray(act_ref(np.asarray(obs)), dtype=np.float64).reshape(low.shape), low, high)
                 a = np.clip(np.asarray(a_board, dtype=np.float64).reshape(low.shape), low, high)
-                max_diff = max(max_diff, float(np.max(np.abs(a - a_ref))))
+                if not guarded:
+                    max_diff = max(max_diff, float(np.max(np.abs(a - a_ref))))
                 obs, r, term, trunc, _ = env.step(a.astype(env.action_space.dtype))
                 total += float(r)
                 t += 1
@@ -155,7 +168,7 @@ def board_episodes(
                 on_episode_end(i, total)
     finally:
         env.close()
-    return {"returns": returns, "lengths": lengths, "max_action_diff": max_diff}
+    return {"returns": returns, "lengths": lengths, "max_action_diff": max_diff, "domain_events": domain_events}
 
 
 def hil_episodes(
@@ -168,7 +181,7 @@ def hil_episodes(
 ) -> dict:
     """Closed-loop episodes with the board's actions, compared with ``reference_act`` (see :func:`board_episodes`).
 
-    Returns ``returns``, ``lengths`` and ``max_action_diff``.
+    Returns ``returns``, ``lengths``, ``max_action_diff`` and ``domain_events``.
     """
     if n_episodes < 1:
         raise ValueError(f"hil_episodes: n_episodes must be >= 1, got {n_episodes}")
@@ -218,6 +231,7 @@ def run_policy_hil(
     retries: int = 2,
     bench_calls: int = 1000,
     real: str | None = None,
+    domain_guard: float | None = None,
     echo: Callable[[str], None] = print,
 ) -> HilReport:
     """HIL for a policy object: a SparseModel (sparse) or an SB3 agent (neural).
@@ -248,6 +262,11 @@ def run_policy_hil(
         precision). Default: ``"fixed"`` on a board without an FPU (the
         Cortex-M0 ``microbit``; ``"float"`` there is the soft-float baseline),
         else ``"float"``.
+    domain_guard : float, optional
+        Build the firmware with the domain guard at this margin (fraction of
+        each input's bound width): observations outside the widened
+        ``input_bounds`` get the safe action and are counted in
+        ``HilReport.domain_events`` (sparse policies with input bounds).
     """
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, got {board!r}")
@@ -292,7 +311,7 @@ def run_policy_hil(
                 raise RuntimeError(f"--board {board} needs {', '.join(missing)} (Debian: gcc-arm-none-eabi "
                                    "libnewlib-arm-none-eabi qemu-system-arm)")
             echo(f"building {kind} policy firmware for {target} in {work_dir}")
-            build = build_firmware(gen, target)
+            build = build_firmware(gen, target, domain_guard=domain_guard)
             runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path, board=board)
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
             info = link.hello()
@@ -319,7 +338,7 @@ def run_policy_hil(
             board=board, policy=kind, model_name=name, model_hash=model_hash, seed=seed,
             returns=res["returns"], reference_returns=ref, lengths=res["lengths"],
             latency_p50_ms=float(np.percentile(rtts, 50)), latency_p99_ms=float(np.percentile(rtts, 99)),
-            max_action_diff=res["max_action_diff"], protocol_errors=int(errors),
+            max_action_diff=res["max_action_diff"], protocol_errors=int(errors), domain_events=res["domain_events"],
             flash_bytes=None if build is None else build.flash, ram_bytes=None if build is None else build.ram,
             instructions_per_call=ipc, board_ns_per_call=ns, notes=notes,
         )
@@ -383,7 +402,7 @@ def stage(run: Any, board: str | None = None, policy: str = "auto", episodes: in
     ``policy="auto"`` takes the sparse policy when the run has one, else the neural agent.
     Returns the ``hil_`` summary keys.
     """
-    allowed = {"seed", "max_steps", "timeout", "retries", "bench_calls", "onnx_path", "real", "echo"}
+    allowed = {"seed", "max_steps", "timeout", "retries", "bench_calls", "onnx_path", "real", "domain_guard", "echo"}
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"stages.firmware_bridge: unknown option(s) {sorted(unknown)}; expected board, policy, "

@@ -100,3 +100,39 @@ def test_microbit_fixed_point_object_uses_no_float_arithmetic(tmp_path):
     undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], capture_output=True, text=True, check=True)
     # one int -> float conversion for each output; no soft-float add, multiply, compare or libm
     assert {ln.split()[-1] for ln in undefined.stdout.splitlines()} <= {"__aeabi_i2f", "memcpy"}
+
+
+def guarded_reference(policy: SparseModel, margin: float):
+    """The board's behaviour with the domain guard, in Python: the safe action (0) outside the widened bounds."""
+    lo, hi = policy.input_bounds
+    w = (hi - lo) * margin
+    count = [0]
+
+    def act(obs):
+        x = np.asarray(obs, dtype=np.float32).astype(np.float64)
+        if np.any(x < lo - w) or np.any(x > hi + w):
+            count[0] += 1
+            return np.zeros(1)
+        return policy.evaluate(x)
+
+    return act, count
+
+
+@pytest.mark.parametrize("board", ["host", "stm32f405"])
+def test_domain_guard_answers_out_of_bounds_inputs_with_the_safe_action(board, tmp_path):
+    from sindyrl.evaluation import evaluate_policy
+
+    need_tools("host" if board == "host" else "stm32f405", with_qemu=board != "host")
+    narrow = pendulum_policy().with_coef(pendulum_policy().coef, input_bounds=(np.array([-1.0, -1.0, -2.0]),
+                                                                               np.array([1.0, 1.0, 2.0])))
+    report = run_policy_hil(narrow, pendulum_env, board=board, work_dir=tmp_path, episodes=2, seed=0, max_steps=100,
+                            domain_guard=0.1, bench_calls=0, echo=lambda s: None)
+    act, count = guarded_reference(narrow, 0.1)
+    want = evaluate_policy(act, pendulum_env, n_episodes=2, seed=0, max_steps=100)
+    assert report.domain_events == count[0] > 10  # |th_dot| > 2.4 is common in a swing
+    assert report.protocol_errors == 0 and report.summary()["hil_domain_events"] == report.domain_events
+    np.testing.assert_allclose(report.returns, want, rtol=1e-4)
+    # without the define the same firmware sources act on every observation
+    plain = run_policy_hil(narrow, pendulum_env, board=board, work_dir=tmp_path / "plain", episodes=1, seed=0,
+                           max_steps=100, bench_calls=0, echo=lambda s: None)
+    assert plain.domain_events == 0 and plain.return_rel_diff_max <= 1e-4
