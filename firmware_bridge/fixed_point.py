@@ -433,5 +433,8 @@ def generate_fixed_c(model: SparseModel, name: str, out_dir) -> GeneratedC:
     ]
     at = src.index("static int32_t clamp_(int32_t v, int32_t lo, int32_t hi)")
     src[at:at] = helper
+    if not any("sat_add_(acc" in ln for ln in body):  # no output has a term: leave the helper out (-Wunused)
+        at = src.index("static int32_t sat_add_(int32_t a, int32_t b)")
+        del src[at:src.index("}", at) + 2]
     gen.source.write_text("\n".join(src))
     return dataclasses.replace(gen, error_bound=err_bound)

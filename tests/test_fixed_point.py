@@ -101,6 +101,15 @@ def test_fixed_point_clamps_outside_the_bounds_and_rejects_nonfinite(tmp_path):
         assert call(np.array([0.0, bad, 0.0]))[1] == [-2]
 
 
+def test_fixed_point_constant_and_empty_outputs(tmp_path):
+    b = (np.array([-1.0]), np.array([1.0]))
+    for coef in (np.zeros((1, 1)), np.array([[0.75]])):
+        model = SparseModel(["a"], ["u"], [()], coef, input_bounds=b, name="c")
+        got, rcs = c_eval(generate_fixed_c(model, "c", tmp_path / str(coef[0, 0])), tmp_path / str(coef[0, 0]))(
+            np.array([[0.3]]))
+        assert rcs == [0] and got[0, 0] == coef[0, 0]
+
+
 def test_sine_table_error_is_measured_on_every_phase():
     p = np.arange(65536)
     err = np.abs(sin_q15(p) / 32768 - np.sin(2 * np.pi * p / 65536))
