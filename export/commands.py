@@ -18,6 +18,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sindyrl.runs import Run
 
     run = Run.open(args.run)
+    if args.c_library is not None:
+        from firmware_bridge.library import write_c_library
+
+        lib = write_c_library(run.load_model("policy"), args.c_library)
+        print(f"[export] C library of the sparse policy ({lib.model_hash}) in {lib.directory}: "
+              f"{lib.header.name}, {lib.source.name}, README.md, library.json, library.properties, examples/host/main.c")
     out = run_stage(run, "export", skip_ok=False, what=args.what, quantize=args.quantize, n_states=args.n_states,
                     seed=args.seed, tol=args.tol, n_episodes=args.episodes)
     if "onnx_parity_max_abs" in out:
@@ -61,4 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("--episodes", type=_int_at_least(1), default=None,
                    help="real episodes of each policy for the float/int8 return comparison (default: "
                         "stages.export.n_episodes, 5)")
+    p.add_argument("--c-library", default=None, metavar="DIR",
+                   help="also write the sparse policy as a drop-in C99 library folder (sindyrl_policy.h/.c, README, "
+                        "PlatformIO library.json, Arduino library.properties, a host example)")
     p.set_defaults(func=cmd_export)

@@ -16,6 +16,7 @@ __all__ = [
     "build_firmware", "FirmwareBuild", "BoardLink", "BoardLinkError", "BoardTimeout", "BoardErrorReply",
     "HostBoard", "QemuBoard", "OnnxBoard", "run_hil", "hil_episodes",
     "generate_policy_set_c", "PolicySetConfig", "BoardEXP3IX", "run_policy_set_hil",
+    "generate_fixed_c", "write_c_library", "CLibrary", "QEMU_BOARDS",
 ]
 
 _WHERE = {
@@ -27,6 +28,7 @@ _WHERE = {
     "run_hil": "hil", "hil_episodes": "hil",
     "generate_policy_set_c": "policy_set", "PolicySetConfig": "policy_set", "BoardEXP3IX": "policy_set",
     "run_policy_set_hil": "policy_set",
+    "generate_fixed_c": "fixed_point", "write_c_library": "library", "CLibrary": "library", "QEMU_BOARDS": "boards",
 }
 
 

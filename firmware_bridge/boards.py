@@ -2,9 +2,10 @@
 
 * :class:`HostBoard`: the firmware built for the host, a POSIX process on a
   TCP port (or a pty);
-* :class:`QemuBoard`: the Cortex-M4F firmware in ``qemu-system-arm -M
-  mps2-an386`` with UART0 on a TCP port and ``-icount shift=0`` (instructions
-  can be counted exactly);
+* :class:`QemuBoard`: bare-metal Cortex-M firmware in ``qemu-system-arm``
+  (one of :data:`QEMU_BOARDS`: ``mps2-an386``, ``stm32f405``) with its
+  UART on a TCP port and ``-icount shift=0`` (instructions can be counted
+  exactly);
 * :class:`OnnxBoard`: ``python -m firmware_bridge.serve MODEL.onnx``, the edge
   server a Raspberry Pi class board would run.
 
@@ -21,11 +22,34 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .link import BoardLinkError
 
-__all__ = ["Board", "HostBoard", "QemuBoard", "OnnxBoard", "free_tcp_port"]
+__all__ = ["Board", "HostBoard", "QemuBoard", "OnnxBoard", "QemuMachine", "QEMU_BOARDS", "free_tcp_port"]
+
+
+@dataclass(frozen=True)
+class QemuMachine:
+    """An emulated board: the firmware target it runs (:data:`firmware_bridge.build.TARGETS`) and QEMU's machine."""
+
+    target: str
+    machine: str
+    cpu: str
+    description: str
+    has_fpu: bool = True
+
+
+#: ``--board`` names of the emulated boards (``qemu`` is the original name of ``mps2-an386``).
+QEMU_BOARDS = {
+    "mps2-an386": QemuMachine("mps2-an386", "mps2-an386", "cortex-m4", "ARM MPS2 AN386, Cortex-M4F, CMSDK UART"),
+    "stm32f405": QemuMachine("stm32f405", "netduinoplus2", "cortex-m4",
+                             "STM32F405 (Cortex-M4F) on QEMU's netduinoplus2, USART1"),
+    "microbit": QemuMachine("microbit", "microbit", "cortex-m0", "nRF51822 (Cortex-M0, no FPU), BBC micro:bit, UART0",
+                            has_fpu=False),
+}
+QEMU_BOARDS["qemu"] = QEMU_BOARDS["mps2-an386"]
 
 
 def free_tcp_port() -> int:
@@ -140,32 +164,38 @@ class HostBoard(Board):
 
 
 class QemuBoard(Board):
-    """The Cortex-M4F firmware under ``qemu-system-arm -M mps2-an386``.
+    """Bare-metal firmware under ``qemu-system-arm`` (by default ``-M mps2-an386``).
 
     Parameters
     ----------
     elf : path
-        ``FirmwareBuild.path`` of an ``mps2-an386`` build.
+        ``FirmwareBuild.path`` of a build for the board's target.
     icount : bool, default True
         Run with ``-icount shift=0`` (one instruction per virtual ns) so
         BENCH counts instructions exactly and repeatably.
+    board : str, default "mps2-an386"
+        A key of :data:`QEMU_BOARDS`.
     """
 
-    def __init__(self, elf, icount: bool = True):
+    def __init__(self, elf, icount: bool = True, board: str = "mps2-an386"):
         self.elf = Path(elf)
+        if board not in QEMU_BOARDS:
+            raise ValueError(f"QemuBoard: unknown board {board!r}; expected one of {sorted(QEMU_BOARDS)}")
         if not self.elf.is_file():
             raise FileNotFoundError(f"QemuBoard: firmware image not found: {self.elf}")
         if shutil.which("qemu-system-arm") is None:
             raise BoardLinkError("QemuBoard: qemu-system-arm is not installed (Debian package qemu-system-arm)")
         self.icount = icount
+        self.machine = QEMU_BOARDS[board]
 
     def describe(self) -> str:
-        return f"QEMU mps2-an386 running {self.elf}"
+        return f"QEMU {self.machine.machine} running {self.elf}"
 
     def start(self) -> QemuBoard:
         port = free_tcp_port()
+        m = self.machine
         cmd = [
-            "qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
+            "qemu-system-arm", "-M", m.machine, "-cpu", m.cpu, "-nographic", "-monitor", "none",
             "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on", "-kernel", str(self.elf),
         ]
         if self.icount:

@@ -1,4 +1,4 @@
-"""Build the board firmware (host process or Cortex-M4F image) from generated C.
+"""Build the board firmware (host process or a bare-metal Cortex-M image) from generated C.
 
 ``build_firmware(gen, target)`` compiles the portable board (``board/``), the
 target's HAL and the generated model with the project's strict flags
@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .codegen import GeneratedC
 from .protocol import MAX_PAYLOAD
 
@@ -24,15 +26,35 @@ MAX_INPUTS = (MAX_PAYLOAD - 5) // 4
 MAX_OUTPUTS = (MAX_PAYLOAD - 2) // 4
 
 __all__ = [
-    "BOARD_DIR", "TARGETS", "MAX_INPUTS", "MAX_OUTPUTS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS", "FirmwareBuild", "BuildError",
+    "BOARD_DIR", "TARGETS", "ARM_TARGETS", "ArmTarget", "MAX_INPUTS", "MAX_OUTPUTS", "STRICT_CFLAGS", "CORTEX_M4F_FLAGS",
+    "CORTEX_M0_FLAGS", "FirmwareBuild", "BuildError",
     "missing_tools", "build_firmware", "build_decoder_harness", "build_shared_library", "section_sizes",
 ]
 
 BOARD_DIR = Path(__file__).resolve().parent / "board"
-TARGETS = ("host", "mps2-an386")
 STRICT_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-ffp-contract=off"]
 CORTEX_M4F_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
-_TOOLS = {"host": ("gcc", "size"), "mps2-an386": ("arm-none-eabi-gcc", "arm-none-eabi-size")}
+CORTEX_M0_FLAGS = ["-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"]  # no FPU: float is libgcc's software emulation
+
+
+@dataclass(frozen=True)
+class ArmTarget:
+    """A bare-metal firmware target: compiler flags, and its folder under ``board/`` (start-up, HAL, linker script)."""
+
+    cpu_flags: tuple[str, ...]
+    folder: str
+    linker_script: str
+    sources: tuple[str, ...]
+
+
+#: Bare-metal targets (arm-none-eabi-gcc, newlib nosys); each is a folder of board/.
+ARM_TARGETS = {
+    "mps2-an386": ArmTarget(tuple(CORTEX_M4F_FLAGS), "mps2-an386", "mps2-an386.ld", ("startup.c", "hal_mps2.c")),
+    "stm32f405": ArmTarget(tuple(CORTEX_M4F_FLAGS), "stm32f405", "stm32f405.ld", ("startup.c", "hal_stm32f405.c")),
+    "microbit": ArmTarget(tuple(CORTEX_M0_FLAGS), "microbit", "nrf51.ld", ("startup.c", "hal_nrf51.c")),
+}
+TARGETS = ("host", *ARM_TARGETS)
+_TOOLS = {"host": ("gcc", "size"), **{t: ("arm-none-eabi-gcc", "arm-none-eabi-size") for t in ARM_TARGETS}}
 _QEMU = "qemu-system-arm"
 
 
@@ -64,7 +86,7 @@ def missing_tools(target: str, with_qemu: bool = False) -> list[str]:
     """Tools needed for ``target`` that are not on PATH (empty when all are there)."""
     if target not in _TOOLS:
         raise ValueError(f"unknown firmware target {target!r}; expected one of {TARGETS}")
-    tools = list(_TOOLS[target]) + ([_QEMU] if with_qemu and target == "mps2-an386" else [])
+    tools = list(_TOOLS[target]) + ([_QEMU] if with_qemu and target in ARM_TARGETS else [])
     return [t for t in tools if shutil.which(t) is None]
 
 
@@ -97,8 +119,18 @@ def _glue(gen: GeneratedC, out_dir: Path) -> Path:
 
 static const float safe_action[{m}_N_OUT] = {m}_SAFE_ACTION;
 
+#if defined(SINDYRL_DOMAIN_GUARD) && defined({m}_IN_LO)
+static const float in_lo[{m}_N_IN] = {m}_IN_LO;
+static const float in_hi[{m}_N_IN] = {m}_IN_HI;
+#define SINDYRL_GLUE_IN_LO in_lo
+#define SINDYRL_GLUE_IN_HI in_hi
+#else
+#define SINDYRL_GLUE_IN_LO NULL
+#define SINDYRL_GLUE_IN_HI NULL
+#endif
+
 const sindyrl_model_desc_t sindyrl_board_model = {{
-    {m}_NAME, {m}_HASH, {kind}u, {m}_N_IN, {m}_N_OUT, {gen.symbol}, safe_action
+    {m}_NAME, {m}_HASH, {kind}u, {m}_N_IN, {m}_N_OUT, {gen.symbol}, safe_action, SINDYRL_GLUE_IN_LO, SINDYRL_GLUE_IN_HI
 }};
 """
     if gen.n_arms > 0:  # a policy set: the board's EXP3-IX picks the arm gen.symbol evaluates
@@ -122,6 +154,7 @@ def build_firmware(
     out_dir: str | os.PathLike | None = None,
     sanitize: bool = False,
     opt: str = "-O2",
+    domain_guard: float | None = None,
 ) -> FirmwareBuild:
     """Compile and link the board firmware serving ``gen``.
 
@@ -129,13 +162,19 @@ def build_firmware(
     ----------
     gen : GeneratedC
         Output of :func:`firmware_bridge.codegen.generate_c`.
-    target : {"host", "mps2-an386"}
+    target : {"host", "mps2-an386", "stm32f405", "microbit"}
         ``host``: a POSIX executable (``--tcp PORT`` / ``--pty`` / ``--stdio``);
-        ``mps2-an386``: an ELF for ``qemu-system-arm -M mps2-an386``.
+        any of :data:`ARM_TARGETS`: a bare-metal ELF (run in QEMU by
+        :class:`firmware_bridge.boards.QemuBoard`, or flashed).
     out_dir : path, optional
         Where to put the glue file and the binary (default: next to the generated C).
     sanitize : bool
         Host only: build with ``-fsanitize=address,undefined``.
+    domain_guard : float, optional
+        Build with ``-DSINDYRL_DOMAIN_GUARD=margin``: an observation outside the
+        model's input bounds widened by ``margin`` times their width is answered
+        with ERROR ``OUT_OF_DOMAIN`` and the safe action (sparse models with
+        ``input_bounds`` only).
     """
     if target not in TARGETS:
         raise ValueError(f"unknown firmware target {target!r}; expected one of {TARGETS}")
@@ -146,6 +185,11 @@ def build_firmware(
             f"build_firmware: model {gen.name} has {gen.n_in} inputs and {gen.n_out} outputs; the board protocol "
             f"carries 1..{MAX_INPUTS} inputs and 1..{MAX_OUTPUTS} outputs"
         )
+    if domain_guard is not None:
+        if not (float(domain_guard) >= 0 and np.isfinite(domain_guard)):
+            raise ValueError(f"build_firmware: domain_guard must be a finite margin >= 0, got {domain_guard!r}")
+        if gen.input_low is None:
+            raise ValueError(f"build_firmware: domain_guard needs a model with input_bounds; {gen.name} has none")
     missing = missing_tools(target)
     if missing:
         raise BuildError(f"cannot build for {target}: missing {', '.join(missing)}")
@@ -154,6 +198,8 @@ def build_firmware(
     glue = _glue(gen, out_dir)
     common = [*STRICT_CFLAGS, opt, f"-I{BOARD_DIR}", f"-I{gen.header.parent}"]
     common += [f"-isystem{d}" for d in gen.include_dirs]
+    if domain_guard is not None:
+        common.append(f"-DSINDYRL_DOMAIN_GUARD={float(domain_guard)!r}f")
     srcs = [BOARD_DIR / "sindyrl_board.c", BOARD_DIR / "sindyrl_protocol.c", BOARD_DIR / "sindyrl_bandit.c",
             gen.source, *gen.extra_sources, glue]
     if target == "host":
@@ -161,12 +207,13 @@ def build_firmware(
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if sanitize else []
         cmd = ["gcc", *common, *san, *map(str, srcs), str(BOARD_DIR / "host" / "hal_host.c"), "-lm", "-o", str(exe)]
     else:
-        exe = out_dir / "board-mps2-an386.elf"
-        tdir = BOARD_DIR / "mps2-an386"
+        arm = ARM_TARGETS[target]
+        exe = out_dir / f"board-{target}.elf"
+        tdir = BOARD_DIR / arm.folder
         cmd = [
-            "arm-none-eabi-gcc", *CORTEX_M4F_FLAGS, *common, "-ffunction-sections", "-fdata-sections",
-            "-nostartfiles", "--specs=nosys.specs", f"-T{tdir / 'mps2-an386.ld'}", "-Wl,--gc-sections",
-            *map(str, srcs), str(tdir / "startup.c"), str(tdir / "hal_mps2.c"), "-lm", "-o", str(exe),
+            "arm-none-eabi-gcc", *arm.cpu_flags, *common, "-ffunction-sections", "-fdata-sections",
+            "-nostartfiles", "--specs=nosys.specs", f"-T{tdir / arm.linker_script}", "-Wl,--gc-sections",
+            *map(str, srcs), *[str(tdir / f) for f in arm.sources], "-lm", "-o", str(exe),
         ]
     _run(cmd, f"building {target} firmware for {gen.name}")
     text, data, bss = section_sizes(exe, target)

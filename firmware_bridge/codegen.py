@@ -1,10 +1,13 @@
 """C code generation: a policy or model as plain C for a microcontroller.
 
 Two sources, one entry point. A :class:`~sindyrl.sparse.SparseModel` becomes
-readable C: every output is its sum of monomials written out, followed by the
-same finishing steps as :meth:`SparseModel.evaluate` in the same order
-(``unit_pairs`` renormalisation with ``UNIT_EPS``, then ``output_bounds``
-clipping). A neural MLP policy from stable-baselines3 (TD3/DDPG, SAC, PPO/A2C
+readable C: the factors of its active terms (:meth:`SparseModel.active_terms`)
+are ``const`` locals computed once (``const float sin_th = sinf(th);``, powers
+built from lower ones, higher harmonics of an input's base frequency by a
+recurrence instead of more libm calls, products several outputs share), then
+every output is its sum of terms written out, followed by the same finishing
+steps as :meth:`SparseModel.evaluate` in the same order (``unit_pairs``
+renormalisation with ``UNIT_EPS``, then ``output_bounds`` clipping). A neural MLP policy from stable-baselines3 (TD3/DDPG, SAC, PPO/A2C
 with ReLU or tanh layers) runs on emlearn's ``eml_net`` inference engine,
 wrapped in the observation normalisation and the action squash/rescale/clip
 that SB3's ``predict`` applies.
@@ -13,7 +16,8 @@ Either way the board gets::
 
     int sindyrl_<name>_eval(const float *in, size_t n_in, float *out, size_t n_out);
 
-returning ``SINDYRL_EVAL_OK`` (0) or a negative error code, with ``static const``
+returning ``SINDYRL_EVAL_OK`` (0) or a negative error code (``board/sindyrl_eval.h``, one
+shared header copied next to the generated files), with ``static const``
 weights, no heap, no stdio, no recursion, and a header that documents the input
 and output order, bounds, the generator's version and the model's hash.
 """
@@ -30,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from sindyrl.sparse import UNIT_EPS, SparseModel
+from sindyrl.sparse import UNIT_EPS, SparseModel, term_name
 
 __all__ = [
     "CODEGEN_VERSION", "GeneratedC", "NeuralSpec", "generate_c", "generate_sparse_c",
@@ -38,7 +42,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the generated code changes meaning or layout.
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 _C_KEYWORDS = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum",
@@ -67,6 +71,9 @@ class GeneratedC:
     include_dirs: list[Path] = field(default_factory=list)  # pass with -isystem
     extra_sources: list[Path] = field(default_factory=list)  # compiled and linked with ``source``
     n_arms: int = 0  # > 0: a policy set (firmware_bridge.policy_set) with a ``sindyrl_<name>_select``
+    error_bound: np.ndarray | None = None  # fixed point: per-output bound of |C - SparseModel.evaluate| in the bounds
+    input_low: np.ndarray | None = None  # the model's input_bounds (header macros _IN_LO/_IN_HI, domain guard)
+    input_high: np.ndarray | None = None
 
     @property
     def symbol(self) -> str:
@@ -139,15 +146,16 @@ def _bounds_lines(lo, hi, names: Sequence[str], what: str) -> list[str]:
     return [f" *   {names[i]}: [{lo[i]:.9g}, {hi[i]:.9g}]" for i in range(len(names))]
 
 
-def _common_defs() -> str:
-    return (
-        "#ifndef SINDYRL_EVAL_OK\n"
-        "#define SINDYRL_EVAL_OK 0            /* outputs written, all finite */\n"
-        "#define SINDYRL_EVAL_ERR_ARG (-1)    /* NULL pointer or wrong n_in / n_out */\n"
-        "#define SINDYRL_EVAL_ERR_NONFINITE (-2) /* NaN/inf input (nothing written) or output */\n"
-        "#define SINDYRL_EVAL_ERR_BACKEND (-3)   /* the inference engine reported an error */\n"
-        "#endif\n"
-    )
+#: The one header with the eval return codes; copied next to every generated header that includes it.
+EVAL_HEADER = Path(__file__).resolve().parent / "board" / "sindyrl_eval.h"
+
+
+def _copy_eval_header(out_dir: Path) -> Path:
+    dst = out_dir / EVAL_HEADER.name
+    text = EVAL_HEADER.read_text()
+    if not dst.is_file() or dst.read_text() != text:
+        dst.write_text(text)
+    return dst
 
 
 def _safe_action(lo, hi, n_out: int) -> np.ndarray:
@@ -156,6 +164,22 @@ def _safe_action(lo, hi, n_out: int) -> np.ndarray:
     if lo is not None:
         a = np.clip(a, lo, hi)
     return a.astype(np.float32)
+
+
+def _input_bound_defs(gen: GeneratedC) -> list[str]:
+    if gen.input_low is None:
+        return []
+    big = float(np.finfo(np.float32).max)
+
+    def lit(v: float) -> str:
+        return _f32(float(np.clip(v, -big, big)))
+
+    return [
+        "/* The inputs the model was fitted on (SparseModel.input_bounds; +-FLT_MAX for unbounded), used by the",
+        " * board's opt-in domain guard (-DSINDYRL_DOMAIN_GUARD=margin). */",
+        f"#define {gen.macro}_IN_LO {{ {', '.join(lit(v) for v in gen.input_low)} }}",
+        f"#define {gen.macro}_IN_HI {{ {', '.join(lit(v) for v in gen.input_high)} }}",
+    ]
 
 
 def _write_header(path: Path, gen: GeneratedC, doc_lines: list[str], extra_defs: str = "") -> None:
@@ -172,6 +196,8 @@ def _write_header(path: Path, gen: GeneratedC, doc_lines: list[str], extra_defs:
             "",
             "#include <stddef.h>",
             "",
+            '#include "sindyrl_eval.h"',
+            "",
             "#ifdef __cplusplus",
             'extern "C" {',
             "#endif",
@@ -183,8 +209,8 @@ def _write_header(path: Path, gen: GeneratedC, doc_lines: list[str], extra_defs:
             f"#define {m}_KIND {1 if gen.kind == 'sparse' else 2} /* 1 sparse, 2 neural */",
             "/* Action sent instead of a result when the input cannot be trusted (0 clipped into the bounds). */",
             f"#define {m}_SAFE_ACTION {{ {safe} }}",
+            *_input_bound_defs(gen),
             extra_defs,
-            _common_defs(),
             "/* Evaluate the model: in[n_in] -> out[n_out] (caller owns both). Returns SINDYRL_EVAL_OK or",
             " * a negative SINDYRL_EVAL_ERR_*. No heap, no I/O, no recursion; not re-entrant for neural models",
             " * (emlearn keeps its activations in static buffers). */",
@@ -199,18 +225,184 @@ def _write_header(path: Path, gen: GeneratedC, doc_lines: list[str], extra_defs:
         ]
     )
     path.write_text(text)
+    _copy_eval_header(path.parent)
 
 
 # ---------------------------------------------------------------- sparse models
-def _factor_c(f, idents: Sequence[str], real: str) -> str:
-    i, kind, p = f
-    x = idents[i]
-    if kind == "pow":
-        e = int(p)
-        return " * ".join([x] * e) if e <= 4 else f"powi_({x}, {e})"
-    fn = f"{kind}f" if real == "float" else kind
-    arg = x if p == 1 else f"{_lit(p, real)} * {x}"
-    return f"{fn}({arg})"
+class _Names:
+    """Unique C identifiers for the locals of one generated function (inputs, factors, terms)."""
+
+    def __init__(self, taken):
+        self.used = set(taken) | _C_KEYWORDS | _RESERVED_LOCALS
+
+    def new(self, base: str) -> str:
+        name = base
+        while name in self.used:
+            name += "_"
+        self.used.add(name)
+        return name
+
+
+#: Highest multiple of an input's base frequency built by the recurrence instead of a libm call.
+MAX_HARMONIC = 8
+
+
+@dataclass
+class Harmonics:
+    """sin/cos of ``n * base * x`` for n = 1..max, built from ``sin(base x)`` and ``cos(base x)`` by the
+    Chebyshev recurrence ``s_n = 2 c_1 s_(n-1) - s_(n-2)`` (the same for ``c_n``, with s_0 = 0, c_0 = 1):
+    two multiplications and a subtraction per harmonic instead of a libm call (~50-100 instructions on a
+    Cortex-M4F), at an absolute error of a few float32 ulps of 1 for n <= MAX_HARMONIC."""
+
+    base: float
+    sin_max: int  # 0: no sine of this input is used
+    cos_max: int
+
+
+@dataclass
+class SharedFactors:
+    """Each factor the active terms of a model use, computed once: the plan every sparse C backend follows.
+
+    ``pows[i]`` lists the exponents >= 2 of input ``i`` in the order they are built, each as
+    ``(e, a, b)`` meaning ``x^e = x^a * x^b`` (both already built, or 1 = the input itself);
+    ``trig`` lists the sin/cos factors computed by a libm call, in first-use order; ``harmonics[i]``
+    the sines and cosines of input ``i`` built from its base frequency (when that saves calls);
+    ``terms`` are the active term indices (:meth:`SparseModel.active_terms`) and ``shared_terms``
+    those with two or more factors that two or more outputs use (their product is computed once too).
+    """
+
+    terms: list[int]
+    pows: dict[int, list[tuple[int, int, int]]]
+    trig: list[tuple]
+    harmonics: dict[int, Harmonics]
+    shared_terms: list[int]
+    used_inputs: set[int]
+
+    @classmethod
+    def of(cls, model: SparseModel, harmonics: bool = True) -> SharedFactors:
+        terms = [int(k) for k in model.active_terms()]
+        want: dict[int, set[int]] = {}
+        trig: list[tuple] = []
+        used: set[int] = set()
+        for k in terms:
+            for f in model.terms[k]:
+                used.add(f[0])
+                if f[1] == "pow":
+                    if int(f[2]) >= 2:
+                        want.setdefault(f[0], set()).add(int(f[2]))
+                elif f not in trig:
+                    trig.append(f)
+        pows = {i: _power_chain(sorted(es)) for i, es in sorted(want.items())}
+        n_out_using = np.count_nonzero(model.coef != 0, axis=0)
+        shared = [k for k in terms if len(model.terms[k]) >= 2 and n_out_using[k] >= 2]
+        harm = _harmonics(trig) if harmonics else {}
+        trig = [f for f in trig if f[0] not in harm]
+        return cls(terms=terms, pows=pows, trig=trig, harmonics=harm, shared_terms=shared, used_inputs=used)
+
+    def harmonic_of(self, f) -> tuple[str, int] | None:
+        """(kind, n) when factor ``f`` is the n-th harmonic of its input's base frequency."""
+        h = self.harmonics.get(f[0])
+        if h is None or f[1] == "pow":
+            return None
+        return f[1], int(round(f[2] / h.base))
+
+
+def _harmonics(trig: list[tuple]) -> dict[int, Harmonics]:
+    """Inputs whose sines/cosines are cheaper as harmonics of one base frequency than as libm calls."""
+    out = {}
+    for i in sorted({f[0] for f in trig}):
+        fs = [f for f in trig if f[0] == i]
+        base = min(f[2] for f in fs)
+        if base <= 0:
+            continue
+        ns = [f[2] / base for f in fs]
+        if not all(abs(n - round(n)) < 1e-9 and round(n) <= MAX_HARMONIC for n in ns):
+            continue
+        sin_max = max((round(n) for f, n in zip(fs, ns) if f[1] == "sin"), default=0)
+        cos_max = max((round(n) for f, n in zip(fs, ns) if f[1] == "cos"), default=0)
+        calls = 1 + (sin_max > 0)  # cos(base x) always, sin(base x) when a sine is used
+        if calls < len(fs):
+            out[i] = Harmonics(base=float(base), sin_max=int(sin_max), cos_max=int(cos_max))
+    return out
+
+
+def _power_chain(exponents: list[int]) -> list[tuple[int, int, int]]:
+    """Steps ``(e, a, b)`` building every exponent in ``exponents`` from smaller ones (``x^e = x^a * x^b``)."""
+    have = {1}
+    steps: list[tuple[int, int, int]] = []
+
+    def build(e: int) -> None:
+        if e in have:
+            return
+        a = max(h for h in have if h < e)
+        if e - a not in have:
+            build(e - a)
+            a = max(h for h in have if h < e)
+        steps.append((e, a, e - a))
+        have.add(e)
+
+    for e in exponents:
+        build(e)
+    return steps
+
+
+def _fmt_freq(p: float) -> str:
+    """A frequency as part of an identifier: 2 -> "2", 0.5 -> "0p5", -1 -> "m1"."""
+    t = str(int(p)) if float(p).is_integer() else repr(float(p))
+    return re.sub(r"[^0-9a-z]", "_", t.replace("-", "m").replace(".", "p"))
+
+
+def _sparse_locals(model: SparseModel, plan: SharedFactors, idents: Sequence[str], real: str,
+                   names: _Names) -> tuple[list[str], dict, dict]:
+    """Declarations of the shared factors and terms as ``const`` locals, with the C expression of each factor
+    (keyed by factor) and of each shared term (keyed by term index)."""
+    lines: list[str] = []
+    fac: dict = {}
+    for i, steps in plan.pows.items():
+        pw = {1: idents[i]}
+        for e, a, b in steps:
+            pw[e] = names.new(f"{idents[i]}_pow{e}")
+            lines.append(f"const {real} {pw[e]} = {pw[a]} * {pw[b]};")
+        for e, v in pw.items():
+            fac[(i, "pow", float(e))] = v
+    for i in plan.used_inputs:
+        fac[(i, "pow", 1.0)] = idents[i]
+    fn = {"sin": "sinf", "cos": "cosf"} if real == "float" else {"sin": "sin", "cos": "cos"}
+    for f in plan.trig:
+        i, kind, p = f
+        x = idents[i]
+        v = names.new(f"{kind}{'' if p == 1 else _fmt_freq(p)}_{x}")
+        arg = x if p == 1 else f"{_lit(p, real)} * {x}"
+        lines.append(f"const {real} {v} = {fn[kind]}({arg}); /* {_comment_safe(term_name((f,), model.inputs))} */")
+        fac[f] = v
+    one, two = _lit(1.0, real), _lit(2.0, real)
+    for i, h in plan.harmonics.items():
+        x = idents[i]
+        arg = x if h.base == 1 else f"{_lit(h.base, real)} * {x}"
+        hv: dict[tuple[str, int], str] = {}
+        for kind, top in (("cos", max(h.cos_max, 1)), ("sin", h.sin_max)):
+            for n in range(1, top + 1):
+                f = (i, kind, round(n * h.base, 12))
+                v = hv[kind, n] = names.new(f"{kind}{'' if f[2] == 1 else _fmt_freq(f[2])}_{x}")
+                what = _comment_safe(term_name((f,), model.inputs))
+                if n == 1:
+                    lines.append(f"const {real} {v} = {fn[kind]}({arg}); /* {what} */")
+                else:
+                    c1 = hv["cos", 1]
+                    prev2 = hv.get((kind, n - 2), one if kind == "cos" else None)
+                    tail = f" - {prev2}" if prev2 is not None else ""
+                    lines.append(f"const {real} {v} = {two} * {c1} * {hv[kind, n - 1]}{tail}; /* {what} */")
+        for k in plan.terms:  # the model's own factors (their frequency need not be exactly n * base)
+            for f in model.terms[k]:
+                if f[0] == i and plan.harmonic_of(f) is not None:
+                    fac[f] = hv[plan.harmonic_of(f)]
+    term: dict = {}
+    for k in plan.shared_terms:
+        v = names.new(f"term{k}")
+        lines.append(f"const {real} {v} = {' * '.join(fac[f] for f in model.terms[k])}; "
+                     f"/* {_comment_safe(term_name(model.terms[k], model.inputs))} */")
+        term[k] = v
+    return lines, fac, term
 
 
 def _lit(v: float, real: str) -> str:
@@ -231,15 +423,21 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
         C name: the function is ``sindyrl_<name>_eval``.
     out_dir : path
         Directory for the two files (created).
-    real : {"float", "double"}, default "float"
+    real : {"float", "double", "fixed"}, default "float"
         Arithmetic inside the function. The interface is float either way;
         ``"double"`` matches the numpy reference more closely but is emulated
-        in software on a Cortex-M4F.
+        in software on a Cortex-M4F; ``"fixed"`` is integer Q-format
+        arithmetic for cores without an FPU, with an error bound in the header
+        (:func:`firmware_bridge.fixed_point.generate_fixed_c`).
     """
     if not isinstance(model, SparseModel):
         raise TypeError(f"generate_sparse_c: expected a SparseModel, got {type(model).__name__}")
+    if real == "fixed":
+        from .fixed_point import generate_fixed_c
+
+        return generate_fixed_c(model, name, out_dir)
     if real not in ("float", "double"):
-        raise ValueError(f"generate_sparse_c: real must be 'float' or 'double', got {real!r}")
+        raise ValueError(f"generate_sparse_c: real must be 'float', 'double' or 'fixed', got {real!r}")
     name = _check_name(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -248,6 +446,8 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
         name=name, kind="sparse", header=out_dir / f"{name}.h", source=out_dir / f"{name}.c",
         n_in=model.n_inputs, n_out=model.n_outputs, model_hash=model.content_hash(),
         inputs=list(model.inputs), outputs=list(model.outputs), safe_action=_safe_action(lo, hi, model.n_outputs),
+        input_low=None if model.input_bounds is None else model.input_bounds[0],
+        input_high=None if model.input_bounds is None else model.input_bounds[1],
     )
     idents = _identifiers(model.inputs)
     fl = real == "float"
@@ -274,25 +474,12 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
     doc += [" * Equations:"] + [f" *   {_comment_safe(e)}" for e in model.equations(precision=6)]
     _write_header(gen.header, gen, doc)
 
-    uses_powi = any(f[1] == "pow" and int(f[2]) > 4 for t in model.terms for f in t)
     body: list[str] = []
     body.append(f'/* Generated by {_generator_line()}. Do not edit. Model hash {gen.model_hash}. */')
     body.append(f'#include "{name}.h"')
     body.append("")
     body.append("#include <math.h>")
     body.append("")
-    if uses_powi:
-        body += [
-            f"static {real} powi_({real} x, int e)",
-            "{",
-            f"    {real} r = {_lit(1.0, real)};",
-            "    while (e-- > 0) {",
-            "        r *= x;",
-            "    }",
-            "    return r;",
-            "}",
-            "",
-        ]
     m = gen.macro
     body.append(f"int {gen.symbol}(const float *in, size_t n_in, float *out, size_t n_out)")
     body.append("{")
@@ -309,14 +496,14 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
     body.append("    {")
     for i, ident in enumerate(idents):
         body.append(f"        const {real} {ident} = in[{i}]; /* {_comment_safe(model.inputs[i])} */")
-    used = set()
-    for o in range(model.n_outputs):
-        for k in np.flatnonzero(model.coef[o]):
-            for f in model.terms[k]:
-                used.add(f[0])
+    plan = SharedFactors.of(model)
     for i, ident in enumerate(idents):
-        if i not in used:
+        if i not in plan.used_inputs:
             body.append(f"        (void){ident};")
+    decl, fac, shared = _sparse_locals(model, plan, idents, real, _Names(idents))
+    if decl:
+        body.append("        /* each factor (and each term several outputs use) computed once */")
+        body += [f"        {ln}" for ln in decl]
     eqs = model.equations(precision=6)
     for o in range(model.n_outputs):
         body.append(f"        /* {_comment_safe(eqs[o])} */")
@@ -327,7 +514,7 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
         parts = []
         for k in ks:
             c = float(model.coef[o, k])
-            facs = [_factor_c(f, idents, real) for f in model.terms[k]]
+            facs = [shared[k]] if k in shared else [fac[f] for f in model.terms[k]]
             mag = _lit(abs(c), real)
             parts.append(("- " if c < 0 else "+ ") + " * ".join([mag, *facs]))
         first = parts[0][2:] if parts[0].startswith("+ ") else "-" + parts[0][2:]

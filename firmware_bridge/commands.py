@@ -19,7 +19,8 @@ def cmd_hil(args: argparse.Namespace) -> int:
     if args.policy_set is not None:
         return _policy_set_hil(run, args)
     out = run_stage(run, "hil", skip_ok=False, board=args.board, policy=args.policy, episodes=args.episodes,
-                    seed=args.seed, timeout=args.timeout, retries=args.retries)
+                    seed=args.seed, timeout=args.timeout, retries=args.retries, real=args.real,
+                    domain_guard=args.domain_guard)
     return 0 if out["hil_protocol_errors"] == 0 else 1
 
 
@@ -28,8 +29,8 @@ def _policy_set_hil(run, args: argparse.Namespace) -> int:
 
     from .policy_set import PolicySetConfig, load_policy_set, robust_return_bounds, run_policy_set_hil
 
-    if args.board not in ("host", "qemu"):
-        raise ValueError(f"--policy-set runs on --board host or qemu, not {args.board}")
+    if args.board == "onnx":
+        raise ValueError("--policy-set runs on the host or an emulated board, not on the ONNX server")
     policies = load_policy_set(args.policy_set)
     bounds = tuple(args.return_bounds) if args.return_bounds else robust_return_bounds(run.path)
     if bounds is None:
@@ -64,11 +65,19 @@ def register(subparsers) -> None:
                     "summary.json (hil_* keys).",
     )
     h.add_argument("run", help="run directory")
-    h.add_argument("--board", choices=["host", "qemu", "onnx"], default="host",
-                   help="host: firmware as a local process; qemu: Cortex-M4F (mps2-an386) in QEMU; "
-                        "onnx: the ONNX edge server (default: host)")
+    h.add_argument("--board", choices=["host", "qemu", "onnx", "mps2-an386", "stm32f405", "microbit"], default="host",
+                   help="host: firmware as a local process; qemu (= mps2-an386): Cortex-M4F in QEMU; stm32f405: "
+                        "STM32F405 firmware in QEMU's netduinoplus2; microbit: nRF51 Cortex-M0 (no FPU) in QEMU; "
+                        "onnx: the ONNX edge server (default: host; docs/boards.md)")
+    h.add_argument("--real", choices=["float", "double", "fixed"], default=None,
+                   help="arithmetic of the sparse policy's C: fixed (Q-format integers, with an error bound) is the "
+                        "default on boards without an FPU, where float is the soft-float baseline; else float")
     h.add_argument("--policy", choices=["sparse", "neural"], default="sparse",
                    help="the distilled sparse policy or the neural agent (default: sparse)")
+    h.add_argument("--domain-guard", type=float, default=None, metavar="MARGIN",
+                   help="build the board with the domain guard: an observation outside the policy's input bounds "
+                        "widened by MARGIN x their width gets ERROR OUT_OF_DOMAIN and the safe action; HIL counts "
+                        "them (hil_domain_events)")
     h.add_argument("--episodes", type=int, default=None,
                    help="closed-loop real episodes (default: stages.hil.episodes of the run, 3)")
     h.add_argument("--seed", type=int, default=None, help="first reset seed (default: the run's seed)")

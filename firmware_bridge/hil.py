@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,15 @@ import numpy as np
 
 from sindyrl.sparse import SparseModel
 
-from .boards import Board, HostBoard, OnnxBoard, QemuBoard
+from .boards import QEMU_BOARDS, Board, HostBoard, OnnxBoard, QemuBoard
 from .build import build_firmware, missing_tools
 from .codegen import GeneratedC, generate_neural_c, generate_sparse_c, neural_spec_from_sb3
-from .link import BoardLink, BoardLinkError
+from .link import BoardErrorReply, BoardLink, BoardLinkError
+from .protocol import ErrorCode
 
 __all__ = ["BOARDS", "HilReport", "hil_episodes", "run_policy_hil", "run_hil", "default_board"]
 
-BOARDS = ("host", "qemu", "onnx")
+BOARDS = ("host", "onnx", *QEMU_BOARDS)  # "qemu" is mps2-an386
 
 
 @dataclass
@@ -55,6 +56,7 @@ class HilReport:
     latency_p99_ms: float
     max_action_diff: float
     protocol_errors: int
+    domain_events: int = 0  # OBS the board's domain guard answered with the safe action
     flash_bytes: int | None = None
     ram_bytes: int | None = None
     instructions_per_call: float | None = None
@@ -83,6 +85,7 @@ class HilReport:
             "hil_latency_p99_ms": self.latency_p99_ms,
             "hil_max_action_diff": self.max_action_diff,
             "hil_protocol_errors": self.protocol_errors,
+            "hil_domain_events": self.domain_events,
         }
         for key in ("flash_bytes", "ram_bytes", "instructions_per_call", "board_ns_per_call"):
             v = getattr(self, key)
@@ -102,11 +105,12 @@ class HilReport:
             f"  action difference   {self.max_action_diff:.3e} max abs, board vs Python on the same observations",
             f"  round trip          p50 {self.latency_p50_ms:.3f} ms, p99 {self.latency_p99_ms:.3f} ms",
             f"  protocol errors     {self.protocol_errors}",
+            f"  domain guard        {self.domain_events} observations outside the input bounds (safe action applied)",
         ]
         if self.flash_bytes is not None:
             lines.append(f"  firmware            flash {self.flash_bytes} B, RAM {self.ram_bytes} B")
         if self.instructions_per_call is not None:
-            lines.append(f"  policy call         {self.instructions_per_call:.1f} instructions on the Cortex-M4F")
+            lines.append(f"  policy call         {self.instructions_per_call:.1f} instructions (QEMU -icount)")
         if self.board_ns_per_call is not None:
             lines.append(f"  policy call         {self.board_ns_per_call:.0f} ns on the board (wall clock)")
         lines += [f"  note: {n}" for n in self.notes]
@@ -131,24 +135,33 @@ def board_episodes(
     action space and cast to its dtype exactly as
     :func:`sindyrl.evaluation.evaluate_policy` does, so the returns compare with
     the Python policy's. Raises :class:`BoardLinkError` (naming ``label(i)`` and
-    the step) when the board stops answering.
+    the step) when the board stops answering. An ERROR ``OUT_OF_DOMAIN`` (the
+    board's opt-in domain guard) applies the safe action it carries, is counted
+    in ``domain_events`` and left out of the action comparison.
     """
     env = make_env()
     low, high = env.action_space.low, env.action_space.high
-    returns, lengths, max_diff = [], [], 0.0
+    returns, lengths, max_diff, domain_events = [], [], 0.0, 0
     try:
         for i in range(n_episodes):
             act_ref = reference(i)
             obs, _ = env.reset(seed=seed + i)
             total, t, done = 0.0, 0, False
             while not done:
+                guarded = False
                 try:
                     a_board = link.act(obs)
+                except BoardErrorReply as e:
+                    if e.reply.code != ErrorCode.OUT_OF_DOMAIN:
+                        raise BoardLinkError(f"{label(i)}, step {t}: {e}") from None
+                    a_board, guarded = e.reply.safe_action, True
+                    domain_events += 1
                 except BoardLinkError as e:
                     raise BoardLinkError(f"{label(i)}, step {t}: {e}") from None
                 a_ref = np.clip(np.asarray(act_ref(np.asarray(obs)), dtype=np.float64).reshape(low.shape), low, high)
                 a = np.clip(np.asarray(a_board, dtype=np.float64).reshape(low.shape), low, high)
-                max_diff = max(max_diff, float(np.max(np.abs(a - a_ref))))
+                if not guarded:
+                    max_diff = max(max_diff, float(np.max(np.abs(a - a_ref))))
                 obs, r, term, trunc, _ = env.step(a.astype(env.action_space.dtype))
                 total += float(r)
                 t += 1
@@ -159,7 +172,7 @@ def board_episodes(
                 on_episode_end(i, total)
     finally:
         env.close()
-    return {"returns": returns, "lengths": lengths, "max_action_diff": max_diff}
+    return {"returns": returns, "lengths": lengths, "max_action_diff": max_diff, "domain_events": domain_events}
 
 
 def hil_episodes(
@@ -172,7 +185,7 @@ def hil_episodes(
 ) -> dict:
     """Closed-loop episodes with the board's actions, compared with ``reference_act`` (see :func:`board_episodes`).
 
-    Returns ``returns``, ``lengths`` and ``max_action_diff``.
+    Returns ``returns``, ``lengths``, ``max_action_diff`` and ``domain_events``.
     """
     if n_episodes < 1:
         raise ValueError(f"hil_episodes: n_episodes must be >= 1, got {n_episodes}")
@@ -221,8 +234,10 @@ def run_policy_hil(
     timeout: float = 2.0,
     retries: int = 2,
     bench_calls: int = 1000,
-    real: str = "float",
+    real: str | None = None,
+    domain_guard: float | None = None,
     echo: Callable[[str], None] = print,
+    reference_returns: Sequence[float] | None = None,
 ) -> HilReport:
     """HIL for a policy object: a SparseModel (sparse) or an SB3 agent (neural).
 
@@ -232,8 +247,9 @@ def run_policy_hil(
         The policy to put on the board.
     make_env : callable
         Returns the real env (a fresh one per call).
-    board : {"host", "qemu", "onnx"}
-        Which board runs the policy.
+    board : {"host", "onnx", "qemu", "mps2-an386", "stm32f405"}
+        Which board runs the policy (``qemu`` is ``mps2-an386``; see
+        :data:`firmware_bridge.boards.QEMU_BOARDS`).
     work_dir : path, optional
         Generated C, builds and ONNX files go here (default: a temporary directory).
     episodes, seed : int
@@ -246,8 +262,19 @@ def run_policy_hil(
         Per-reply timeout (s) and retries of the link.
     bench_calls : int
         Policy calls timed on the board itself (0 skips the measurement).
-    real : {"float", "double"}
-        Arithmetic of the generated sparse-policy C (the M4F's FPU is single precision).
+    real : {"float", "double", "fixed"}, optional
+        Arithmetic of the generated sparse-policy C (the M4F's FPU is single
+        precision). Default: ``"fixed"`` on a board without an FPU (the
+        Cortex-M0 ``microbit``; ``"float"`` there is the soft-float baseline),
+        else ``"float"``.
+    domain_guard : float, optional
+        Build the firmware with the domain guard at this margin (fraction of
+        each input's bound width): observations outside the widened
+        ``input_bounds`` get the safe action and are counted in
+        ``HilReport.domain_events`` (sparse policies with input bounds).
+    reference_returns : sequence of float, optional
+        The Python policy's returns from the same reset seeds, already measured (the run's final evaluation):
+        they are the reference, and no real episode is spent on it again. Default: run the reference.
     """
     from sindyrl.evaluation import StepCounter
 
@@ -255,6 +282,8 @@ def run_policy_hil(
         raise ValueError(f"board must be one of {BOARDS}, got {board!r}")
     make_env = StepCounter(make_env)
     kind = "sparse" if isinstance(policy, SparseModel) else "neural"
+    if real is None:
+        real = "fixed" if board in QEMU_BOARDS and not QEMU_BOARDS[board].has_fpu else "float"
     tmp = None
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="sindyrl-hil-")
@@ -279,7 +308,7 @@ def run_policy_hil(
             name, model_hash = type(policy).__name__.lower(), spec.content_hash()
             if board != "onnx":
                 gen = generate_neural_c(spec, "policy", work_dir / "neural")
-        notes: list[str] = []
+        notes: list[str] = [f"sparse policy C in {real} arithmetic"] if gen is not None and kind == "sparse" else []
         build = None
         if board == "onnx":
             path = Path(onnx_path) if onnx_path is not None else _export_onnx(
@@ -287,14 +316,14 @@ def run_policy_hil(
             runner: Board = OnnxBoard(path)
             notes.append(f"ONNX file {path} ({path.stat().st_size} bytes)")
         else:
-            target = "host" if board == "host" else "mps2-an386"
-            missing = missing_tools(target, with_qemu=board == "qemu")
+            target = "host" if board == "host" else QEMU_BOARDS[board].target
+            missing = missing_tools(target, with_qemu=board in QEMU_BOARDS)
             if missing:
                 raise RuntimeError(f"--board {board} needs {', '.join(missing)} (Debian: gcc-arm-none-eabi "
                                    "libnewlib-arm-none-eabi qemu-system-arm)")
             echo(f"building {kind} policy firmware for {target} in {work_dir}")
-            build = build_firmware(gen, target)
-            runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path)
+            build = build_firmware(gen, target, domain_guard=domain_guard)
+            runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path, board=board)
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
             info = link.hello()
             want = gen.model_hash if gen is not None else (model_hash if kind == "sparse" else None)
@@ -309,18 +338,21 @@ def run_policy_hil(
             env.close()
             ipc = ns = None
             if bench_calls:
-                if board == "qemu":
+                if board in QEMU_BOARDS:
                     ipc = link.instructions_per_call(bench_calls, obs0)
                 else:
                     ns = link.bench(bench_calls, obs0).elapsed / bench_calls
             rtts = np.asarray(link.stats.rtts) * 1e3
             errors = link.stats.protocol_errors
-        ref = _reference_returns(reference, make_env, episodes, seed, max_steps)
+        if reference_returns is not None and len(reference_returns) >= episodes and max_steps is None:
+            ref = [float(v) for v in reference_returns[:episodes]]
+        else:
+            ref = _reference_returns(reference, make_env, episodes, seed, max_steps)
         report = HilReport(
             board=board, policy=kind, model_name=name, model_hash=model_hash, seed=seed,
             returns=res["returns"], reference_returns=ref, lengths=res["lengths"],
             latency_p50_ms=float(np.percentile(rtts, 50)), latency_p99_ms=float(np.percentile(rtts, 99)),
-            max_action_diff=res["max_action_diff"], protocol_errors=int(errors),
+            max_action_diff=res["max_action_diff"], protocol_errors=int(errors), domain_events=res["domain_events"],
             flash_bytes=None if build is None else build.flash, ram_bytes=None if build is None else build.ram,
             instructions_per_call=ipc, board_ns_per_call=ns, notes=notes, real_steps=make_env.steps,
         )

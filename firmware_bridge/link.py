@@ -27,6 +27,7 @@ from .protocol import (
     BenchMode,
     BenchResult,
     BenchUnit,
+    ErrorCode,
     ErrorReply,
     Frame,
     FrameDecoder,
@@ -86,6 +87,7 @@ class LinkStats:
     bad_frames: int = 0  # undecodable frames received (CRC, COBS, length...)
     stale_replies: int = 0  # valid frames with the wrong sequence number or type
     error_replies: int = 0  # ERROR messages from the board
+    domain_errors: int = 0  # ERROR OUT_OF_DOMAIN (the board's domain guard): a report, not a link fault
     rtts: list[float] = field(default_factory=list)  # seconds, successful OBS round trips
 
     @property
@@ -227,7 +229,10 @@ class BoardLink:
                         except FrameError:
                             self.stats.bad_frames += 1
                             continue
-                        self.stats.error_replies += 1
+                        if err.code == ErrorCode.OUT_OF_DOMAIN:
+                            self.stats.domain_errors += 1
+                        else:
+                            self.stats.error_replies += 1
                         if item.seq == SEQ_UNKNOWN or err.request_type == 0:
                             continue  # about some corrupted frame; ours is resent on timeout
                         raise BoardErrorReply(

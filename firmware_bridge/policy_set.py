@@ -406,13 +406,13 @@ def run_policy_set_hil(
         the chosen policy in Python, protocol errors, flash/RAM, and whether
         the Python replay agreed.
     """
-    from .boards import HostBoard, QemuBoard
+    from .boards import QEMU_BOARDS, HostBoard, QemuBoard
     from .build import build_firmware, missing_tools
 
-    if board not in ("host", "qemu"):
-        raise ValueError(f"policy-set HIL runs on the host or qemu board, got {board!r}")
-    target = "host" if board == "host" else "mps2-an386"
-    missing = missing_tools(target, with_qemu=board == "qemu")
+    if board != "host" and board not in QEMU_BOARDS:
+        raise ValueError(f"policy-set HIL runs on the host or an emulated board {sorted(QEMU_BOARDS)}, got {board!r}")
+    target = "host" if board == "host" else QEMU_BOARDS[board].target
+    missing = missing_tools(target, with_qemu=board != "host")
     if missing:
         raise RuntimeError(f"--board {board} needs {', '.join(missing)}")
     tmp = tempfile.TemporaryDirectory(prefix="sindyrl-pset-") if work_dir is None else None
@@ -421,7 +421,7 @@ def run_policy_set_hil(
         gen = generate_policy_set_c(policies, "policy_set", wd / "policy_set", config)
         echo(f"building a {config.n_arms}-policy firmware for {target} in {wd}")
         fw = build_firmware(gen, target)
-        runner = HostBoard(fw.path) if board == "host" else QemuBoard(fw.path)
+        runner = HostBoard(fw.path) if board == "host" else QemuBoard(fw.path, board=board)
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
             info = link.hello()
             if info.model_hash != gen.model_hash:

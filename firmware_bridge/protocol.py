@@ -84,6 +84,7 @@ class ErrorCode(enum.IntEnum):
     EVAL_FAILED = 8
     TOO_SHORT = 9
     BAD_VALUE = 10
+    OUT_OF_DOMAIN = 11  #: an input outside the policy's input bounds by more than the margin (domain guard)
 
 
 class ModelKind(enum.IntEnum):

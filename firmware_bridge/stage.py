@@ -43,13 +43,29 @@ def _board(board: str) -> str:
     return chosen
 
 
+def _measured_returns(run: Any, policy: str, seed: int | None) -> list[float] | None:
+    """The policy's real returns from reset seeds ``seed, seed + 1, ...`` that an earlier stage recorded."""
+    s = run.read_summary()
+    if seed is not None and int(seed) != int(s.get("seed", run.config.seed)):
+        return None
+    key = "sparse_policy_returns" if policy == "sparse" else "eval_returns"
+    got = s.get(key)
+    return [float(v) for v in got] if got else None
+
+
 def stage(run: Any, echo: Callable[..., None] = print, **options: Any) -> dict:
     """The ``hil`` stage: :func:`~firmware_bridge.hil.run_hil` with the ``stages.hil`` options; the ``hil_`` figures."""
     o = HILOptions.from_dict(options)
     policy = _policy(run, o.policy)
     board = _board(o.board)
-    extra = {k: getattr(o, k) for k in ("max_steps", "timeout", "retries", "bench_calls", "onnx_path", "real")}
+    extra = {k: getattr(o, k) for k in ("max_steps", "timeout", "retries", "bench_calls", "onnx_path", "real",
+                                        "domain_guard")}
     if extra["onnx_path"] is None:
         del extra["onnx_path"]  # run_hil picks the run's export
-    report = run_hil(run, board=board, policy=policy, episodes=o.episodes, seed=o.seed, echo=echo, **extra)
+    ref = _measured_returns(run, policy, o.seed)
+    if ref is not None:
+        echo(f"[hil] Python reference: the {policy} policy's returns from the same reset seeds, measured in an "
+             "earlier stage (no real episode spent on it again)")
+    report = run_hil(run, board=board, policy=policy, episodes=o.episodes, seed=o.seed, echo=echo,
+                     reference_returns=ref, **extra)
     return {**report.summary(), "real_steps_hil": report.real_steps}

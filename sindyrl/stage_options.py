@@ -165,8 +165,10 @@ class HILOptions(StageOptions):
 
     Attributes
     ----------
-    board : {"auto", "host", "qemu", "onnx"}
-        ``auto``: QEMU (Cortex-M4F) when the ARM toolchain and QEMU are installed, else the host build.
+    board : {"auto", "host", "qemu", "mps2-an386", "stm32f405", "microbit", "onnx"}
+        ``auto``: QEMU (Cortex-M4F, mps2-an386; ``qemu`` is its alias) when the ARM toolchain and QEMU are
+        installed, else the host build. ``stm32f405`` and ``microbit`` (Cortex-M0, no FPU) are the other
+        emulated boards (docs/boards.md).
     policy : {"auto", "sparse", "neural"}
         ``auto``: the sparse policy when the run has one, else the neural agent.
     episodes : int
@@ -181,13 +183,16 @@ class HILOptions(StageOptions):
         Policy calls timed on the board (0: none).
     onnx_path : str, optional
         ONNX file the ``onnx`` board serves (default: the run's export).
-    real : {"float", "double"}
-        Arithmetic of the generated sparse-policy C.
+    real : {"float", "double", "fixed"}, optional
+        Arithmetic of the generated sparse-policy C (default: float, fixed point on boards without an FPU).
+    domain_guard : float, optional
+        Build the board with the domain guard: an observation outside the policy's input bounds widened by
+        this fraction of their width is answered with ERROR OUT_OF_DOMAIN and the safe action (counted).
     """
 
     _where = "stages.hil"
 
-    board: Literal["auto", "host", "qemu", "onnx"] | None = "auto"
+    board: Literal["auto", "host", "qemu", "mps2-an386", "stm32f405", "microbit", "onnx"] | None = "auto"
     policy: Literal["auto", "sparse", "neural"] = "auto"
     episodes: int = 3
     seed: int | None = None
@@ -196,7 +201,8 @@ class HILOptions(StageOptions):
     retries: int = 2
     bench_calls: int = 1000
     onnx_path: str | None = None
-    real: Literal["float", "double"] = "float"
+    real: Literal["float", "double", "fixed"] | None = None
+    domain_guard: float | None = None
 
     def validate(self, where: str) -> None:
         if self.board is None:

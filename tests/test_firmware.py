@@ -102,6 +102,26 @@ def test_sparse_c_matches_evaluate(seed, real, tmp_path):
     np.testing.assert_allclose(got[:, 0] ** 2 + got[:, 1] ** 2, 1.0, rtol=1e-5)
 
 
+def test_sparse_c_computes_each_shared_factor_once(tmp_path):
+    # sin/cos of one input at 1..5 times a base frequency of 0.5, shared by several terms and outputs, and a
+    # power shared by two terms: two libm calls in all (the harmonics come from the recurrence), each power once
+    trig = [(0, kind, 0.5 * n) for n in range(1, 6) for kind in ("sin", "cos")]
+    terms = [*[(f,) for f in trig], ((1, "pow", 3), trig[0]), ((1, "pow", 3), trig[9]), ((1, "pow", 2), trig[4])]
+    coef = np.random.default_rng(0).normal(size=(2, len(terms)))
+    model = SparseModel(["th", "w"], ["a", "b"], terms, coef, name="harm")
+    gen = generate_sparse_c(model, "harm", tmp_path)
+    src = gen.source.read_text()
+    assert src.count("sinf(") == 1 and src.count("cosf(") == 1
+    assert src.count("= w * w;") == 1 and src.count("w_pow3 =") == 1
+    assert "term10" in src and "term11" in src  # products both outputs use, computed once
+    call = c_function(gen, tmp_path)
+    X = np.random.default_rng(1).uniform(-30, 30, size=(300, 2)).astype(np.float32)
+    X[:, 1] /= 15
+    want = model.evaluate(X.astype(np.float64))
+    got = np.array([call(x)[1] for x in X])
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * (1 + np.abs(want).max()))
+
+
 def test_sparse_unit_pair_at_origin_and_clipping(tmp_path):
     # (0, 0) must stay (0, 0) (UNIT_EPS floor), exactly as numpy does
     m = SparseModel(["a"], ["c", "s"], [((0, "pow", 1),)], np.array([[1.0], [1.0]]), unit_pairs=[(0, 1)], name="p")

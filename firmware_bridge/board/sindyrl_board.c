@@ -73,6 +73,21 @@ static int read_inputs(const uint8_t *p, size_t n, float *x)
     return bad;
 }
 
+#ifdef SINDYRL_DOMAIN_GUARD
+/* 1 when every input is within its bounds widened by the margin (see sindyrl_board.h) */
+static int in_domain(const sindyrl_model_desc_t *m, const float *x)
+{
+    size_t i;
+    for (i = 0; i < m->n_in; i++) {
+        float w = (m->in_hi[i] - m->in_lo[i]) * (SINDYRL_DOMAIN_GUARD);
+        if (x[i] < m->in_lo[i] - w || x[i] > m->in_hi[i] + w) {
+            return 0;
+        }
+    }
+    return 1;
+}
+#endif
+
 /* The largest model the frames can carry (BENCH: 5 bytes + inputs; ERROR: 2 bytes + outputs). */
 static int model_fits(const sindyrl_model_desc_t *m)
 {
@@ -95,6 +110,11 @@ static int handle_obs(sindyrl_board_t *board, const sindyrl_frame_t *f)
     if (read_inputs(f->payload, m->n_in, x) != 0) {
         return send_error(board, SINDYRL_ERR_NONFINITE, f->type, f->seq);
     }
+#ifdef SINDYRL_DOMAIN_GUARD
+    if (m->in_lo != NULL && m->in_hi != NULL && !in_domain(m, x)) {
+        return send_error(board, SINDYRL_ERR_OUT_OF_DOMAIN, f->type, f->seq);
+    }
+#endif
     if (m->eval(x, m->n_in, y, m->n_out) != 0) {
         return send_error(board, SINDYRL_ERR_EVAL_FAILED, f->type, f->seq);
     }

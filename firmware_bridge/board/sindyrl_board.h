@@ -26,7 +26,13 @@ typedef struct {
     size_t n_out;
     sindyrl_eval_fn eval;
     const float *safe_action; /* n_out values sent with every ERROR */
+    const float *in_lo;       /* n_in input bounds for the domain guard, or NULL (no guard) */
+    const float *in_hi;
 } sindyrl_model_desc_t;
+
+/* Domain guard (opt-in): build with -DSINDYRL_DOMAIN_GUARD=MARGIN (a float, e.g. 0.1f) and an OBS with an
+ * input below in_lo - MARGIN * (in_hi - in_lo) or above in_hi + MARGIN * (in_hi - in_lo) is answered with
+ * ERROR OUT_OF_DOMAIN and the safe action instead of the policy's extrapolation. */
 
 extern const sindyrl_model_desc_t sindyrl_board_model;
 

@@ -51,7 +51,8 @@ typedef enum {
     SINDYRL_ERR_OVERSIZE = 7,
     SINDYRL_ERR_EVAL_FAILED = 8,
     SINDYRL_ERR_TOO_SHORT = 9,
-    SINDYRL_ERR_BAD_VALUE = 10
+    SINDYRL_ERR_BAD_VALUE = 10,
+    SINDYRL_ERR_OUT_OF_DOMAIN = 11 /* input outside the input bounds by more than the margin (SINDYRL_DOMAIN_GUARD) */
 } sindyrl_err_t;
 
 typedef struct {

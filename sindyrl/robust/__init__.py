@@ -1,6 +1,7 @@
 """Robust RL against observation attacks, with an adaptive defense.
 
-Attacks inside an l-infinity ball (:mod:`.attacks`), payoff matrices and the
+Attacks inside an l-infinity ball (:mod:`.attacks`), training learned
+attackers (:mod:`.attacker_training`), payoff matrices and the
 non-domination filter (:mod:`.payoff`), iterative discovery of non-dominated
 policies trained on the surrogate (:mod:`.discovery`), and test-time selection
 among them with adversarial bandits (:mod:`.bandits`). The ``robust`` stage
@@ -8,9 +9,9 @@ among them with adversarial bandits (:mod:`.bandits`). The ``robust`` stage
 """
 
 from .adaptation import AdaptationResult, evaluate_adaptation, plot_regret, regret_exponent
+from .attacker_training import AttackerEnv, imitate_attack, train_attacker
 from .attacks import (
     Attack,
-    AttackerEnv,
     Ball,
     CriticAttack,
     LearnedAttack,
@@ -19,9 +20,7 @@ from .attacks import (
     ObservationAttack,
     RandomAttack,
     VecObservationAttack,
-    imitate_attack,
     observation_scale,
-    train_attacker,
 )
 from .bandits import (
     EXP3IX,

@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from .attacker_training import train_attacker
 from .attacks import (
     Attack,
     CriticAttack,
@@ -38,7 +39,6 @@ from .attacks import (
     ObservationAttack,
     RandomAttack,
     VecObservationAttack,
-    train_attacker,
 )
 from .payoff import PayoffMatrix, episode_returns, evaluate_payoff, non_dominated
 from .victims import as_victim
