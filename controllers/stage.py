@@ -76,7 +76,7 @@ def _target(run: Run, target: Sequence[float] | None, n_x: int) -> np.ndarray | 
         if t.shape != (n_x,):
             raise ValueError(f"control target has {t.size} values, expected {n_x} ({run.obs_names})")
         return t
-    for key in (run.config.reward.known, run.config.env.id):
+    for key in (run.config.reward.known_spec, run.config.env.id):
         if key in KNOWN_TARGETS:
             return np.asarray(KNOWN_TARGETS[key], dtype=np.float64)
     return None
@@ -103,7 +103,7 @@ def _cost(run: Run, kind: str, target, dyn: SparseModel, low, high) -> Cost:
     if kind not in COSTS:
         raise ValueError(f"control cost must be one of {COSTS}, got {kind!r}")
     if kind in ("auto", "reward"):
-        known = run.config.reward.known
+        known = run.config.reward.known_spec
         if known in CASADI_REWARDS:
             return RewardCost(CASADI_REWARDS[known])
         if run.model_path("reward").is_file():

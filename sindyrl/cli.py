@@ -111,7 +111,7 @@ def cmd_fit(args) -> int:
     print(f"dynamics ({dyn.model_.nnz} nonzero terms, {dyn.model_.n_models} ensemble members):")
     for line in dyn.equations():
         print("  " + line)
-    if not cfg.reward.known:
+    if not cfg.reward.known_spec:
         print("reward:")
         for line in reward.equations():
             print("  " + line)
@@ -120,7 +120,7 @@ def cmd_fit(args) -> int:
     if args.out:
         out = Path(args.out)
         dyn.model_.to_json(out / "dynamics.json")
-        if not cfg.reward.known:
+        if not cfg.reward.known_spec:
             reward.model_.to_json(out / "reward.json")
         buf.save(out / "real.npz")
         print(f"models and data written to {out}/")

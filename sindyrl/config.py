@@ -109,7 +109,11 @@ class DynamicsConfig:
 
 @dataclass
 class RewardConfig:
-    """Known reward (``known``: a built-in name or ``"module:function"``), or a sparse model."""
+    """Known reward (``known``: a built-in name or ``"module:function"``), or a sparse model (``learned``).
+
+    Left out, ``known`` becomes the env id when sindyrl has a built-in reward for it, else ``learned``; the
+    resolved value is what ``config.yaml`` of a run records.
+    """
 
     known: str | None = None
     library: LibraryConfig = field(default_factory=LibraryConfig)
@@ -117,6 +121,11 @@ class RewardConfig:
     alpha: float = 1e-5
     normalize_columns: bool = False
     n_models: int = 20
+
+    @property
+    def known_spec(self) -> str | None:
+        """The known reward to use, or None when the reward is learned."""
+        return None if self.known in (None, "learned") else self.known
 
 
 @dataclass
@@ -359,6 +368,10 @@ def config_from_dict(data: dict, source: str = "<dict>") -> Config:
         data = _translate_legacy_stage_keys(data) if isinstance(data, dict) else data
         cfg = _build(Config, data, "")
         _validate(cfg)
+        if cfg.reward.known is None:
+            from .reward import BUILTIN_REWARDS
+
+            cfg.reward.known = cfg.env.id if cfg.env.id in BUILTIN_REWARDS else "learned"
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     cfg.source = source

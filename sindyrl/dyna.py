@@ -72,8 +72,8 @@ def fit_models(cfg: Config, buffer: TransitionBuffer, spec, seed: int):
         rule = BoxTermination.fit(buffer.next_obs[train_mask], buffer.terminated[train_mask], spec.obs_names)
         if val_mask.any():
             scores.update(rule.score(buffer.next_obs[val_mask], buffer.terminated[val_mask]))
-    if cfg.reward.known:
-        reward = known_reward(cfg.reward.known)
+    if cfg.reward.known_spec:
+        reward = known_reward(cfg.reward.known_spec)
     else:
         reward = SINDyReward.from_config(cfg.reward, spec.obs_names, spec.action_names, seed).fit(buffer, val_mask)
         scores.update(reward.scores_)
@@ -257,7 +257,7 @@ class Dyna:
         sparse = dyn.sparse_model
         if sparse is not None:
             run.save_model("dynamics", sparse)
-        if not cfg.reward.known:
+        if not cfg.reward.known_spec:
             run.save_model("reward", reward.model_)
         term = resolve_termination(cfg.env.termination, cfg.env.id, buffer, self.spec.obs_names)
         if isinstance(term, BoxTermination):
@@ -273,7 +273,7 @@ class Dyna:
             self.echo(f"  episode ends: {term.describe()}{held}")
         if first and sparse is not None:
             self.echo("  learned dynamics:\n    " + "\n    ".join(dyn.equations()))
-            if not cfg.reward.known:
+            if not cfg.reward.known_spec:
                 self.echo("  learned reward:\n    " + "\n    ".join(reward.equations()))
         return dyn, reward, scores
 

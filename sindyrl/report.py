@@ -331,8 +331,8 @@ def _equations(run: Run) -> _Section:
         plain = "\n".join(m.equations(lhs=lhs))
         sec.md.append(f"```\n{plain}\n```\n")
         sec.html.append(f"<details><summary>plain text</summary><pre>{_esc(plain)}</pre></details>")
-    if run.config.reward.known:
-        sec.text(f"Reward: the known function '{run.config.reward.known}'.")
+    if run.config.reward.known_spec:
+        sec.text(f"Reward: the known function '{run.config.reward.known_spec}'.")
     if not any_model:
         sec.text("(no models yet)")
     return sec

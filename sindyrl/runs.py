@@ -204,8 +204,8 @@ class Run:
         """The run's reward: its known reward function, else the saved sparse reward (``models/reward.json``)."""
         from .reward import SINDyReward, known_reward
 
-        if self.config.reward.known:
-            return known_reward(self.config.reward.known)
+        if self.config.reward.known_spec:
+            return known_reward(self.config.reward.known_spec)
         return SINDyReward.from_model(self.load_model("reward"), len(self.obs_names))
 
     def load_vecnormalize(self):

@@ -35,6 +35,6 @@ def test_example_config_runs_on_a_tiny_budget(path, tmp_path):
     summary = run_pipeline(cfg, run, skip=["export", "control", "hil"], echo=lambda *a: None, progress_bar=False)
     assert summary["real_steps_collect"] == 160
     assert run.model_path("dynamics").is_file() and run.model_path("policy").is_file()
-    if not cfg.reward.known:
+    if not cfg.reward.known_spec:
         assert run.model_path("reward").is_file()
     assert "sparse_policy_return_mean" in summary and (run.path / "report.html").is_file()
