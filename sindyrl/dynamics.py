@@ -22,7 +22,15 @@ import numpy as np
 from .config import LibraryConfig
 from .data import TransitionBuffer
 from .regression import fit_sparse_regression
-from .selection import ABSOLUTE_TOLERANCE, Selection, angle_like_states, candidate_libraries, choice_keys, resolve, select_library
+from .selection import (
+    ABSOLUTE_TOLERANCE,
+    Selection,
+    angle_like_states,
+    candidate_libraries,
+    choice_keys,
+    resolve,
+    select_library,
+)
 from .sparse import SparseModel
 
 __all__ = ["DynamicsModel", "SINDyDynamics", "rollout", "rollout_horizon", "prediction_errors"]

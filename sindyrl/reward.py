@@ -14,8 +14,15 @@ import numpy as np
 
 from .config import LibraryConfig
 from .data import TransitionBuffer
-from .selection import (ABSOLUTE_TOLERANCE, Selection, angle_like_states, candidate_libraries, choice_keys, resolve,
-                        select_library)
+from .selection import (
+    ABSOLUTE_TOLERANCE,
+    Selection,
+    angle_like_states,
+    candidate_libraries,
+    choice_keys,
+    resolve,
+    select_library,
+)
 from .sparse import SparseModel
 
 __all__ = ["SINDyReward", "KnownReward", "known_reward", "BUILTIN_REWARDS", "RewardFn"]
