@@ -14,7 +14,7 @@ open-loop rollout error (batched over windows of the held-out episodes), a
 reward by its one-step error. The choice is the parsimony rule of
 :func:`choose`: the simplest candidate (fewest nonzero terms, then lowest
 degree, then the smaller library) whose error is within ``tolerance``
-(relative, default 15%) of the best, or within 1e-3 (absolute, in units of the
+(relative, default 15%) of the best, or within 1e-4 (absolute, in units of the
 targets' std) of it, so models that are all near-exact count as ties. The
 caller then fits its full E-SINDy ensemble once, on the winner.
 """
@@ -39,7 +39,7 @@ __all__ = ["Candidate", "Selection", "angle_like_states", "candidate_libraries",
 #: STLSQ thresholds of the grid, relative to the targets' scale (see :func:`threshold_grid`)
 RELATIVE_THRESHOLDS = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 #: errors closer than this to the best (in units of the targets' std) count as ties
-ABSOLUTE_TOLERANCE = 1e-3
+ABSOLUTE_TOLERANCE = 1e-4
 
 _ANGLE_NAME = re.compile(r"^(th|theta|phi|psi|q|angle|yaw|pitch|roll)[_]?\d*$|angle", re.IGNORECASE)
 
