@@ -168,7 +168,7 @@ class Selection:
     def flat(self, prefix: str) -> dict:
         """Flat summary keys: ``<prefix>_library``, ``_degree``, ``_threshold``, ``_selection_*``."""
         c = self.choice
-        return {**choice_keys(prefix, c.library, c.threshold, self.candidates and c.label),
+        return {**choice_keys(prefix, c.library, c.threshold, c.label),
                 f"{prefix}_selection_error": c.error, f"{prefix}_selection_best_error": self.candidates[self.best].error,
                 f"{prefix}_selection_candidates": len(self.candidates),
                 f"{prefix}_selection_seconds": round(self.seconds, 3),
