@@ -116,7 +116,10 @@ def cmd_fit(args) -> int:
         for line in reward.equations():
             print("  " + line)
     for k, v in scores.items():
-        print(f"  {k}: {v:.4g}")
+        if k.endswith("_selection"):
+            print(v)
+        else:
+            print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
     if args.out:
         out = Path(args.out)
         dyn.model_.to_json(out / "dynamics.json")

@@ -78,6 +78,8 @@ class LibraryConfig:
     include_interaction: bool = True
     #: number of Fourier frequencies over the states (0: none)
     fourier: int = 0
+    #: names of the states the Fourier terms are over (None: every state)
+    fourier_states: list[str] | None = None
 
 
 @dataclass
@@ -88,8 +90,13 @@ class DynamicsConfig:
     model: Literal["sindy", "nn"] = "sindy"
     #: options of the ``nn`` model (see sindyrl.nn_dynamics)
     nn: dict = field(default_factory=dict)
-    library: LibraryConfig = field(default_factory=LibraryConfig)
-    threshold: float = 1e-3
+    #: candidate terms, or ``auto``: chosen among polynomial degree 1-3, full or affine control and Fourier
+    #: terms of angle-like states by held-out rollout error, the simplest within ``selection_tolerance``
+    #: of the best (sindyrl.selection)
+    library: LibraryConfig | Literal["auto"] = "auto"
+    #: STLSQ threshold, or ``auto`` (chosen with the library on a grid relative to the targets' scale);
+    #: None: ``auto`` when the library is ``auto``, else 1e-3
+    threshold: float | Literal["auto"] | None = None
     alpha: float = 1e-5
     normalize_columns: bool = False
     n_models: int = 20
@@ -105,6 +112,9 @@ class DynamicsConfig:
     rollout_steps: int = 20
     #: a member whose rollout error exceeds this multiple of the median member's is dropped
     member_error_factor: float = 5.0
+    #: model selection (``auto``): a candidate within this fraction of the best held-out error counts as
+    #: good as the best, and the simplest of those is chosen
+    selection_tolerance: float = 0.15
 
 
 @dataclass
@@ -116,11 +126,15 @@ class RewardConfig:
     """
 
     known: str | None = None
-    library: LibraryConfig = field(default_factory=LibraryConfig)
-    threshold: float = 1e-3
+    #: as ``dynamics.library`` (``auto``: chosen by held-out one-step reward error)
+    library: LibraryConfig | Literal["auto"] = "auto"
+    #: as ``dynamics.threshold``
+    threshold: float | Literal["auto"] | None = None
     alpha: float = 1e-5
     normalize_columns: bool = False
     n_models: int = 20
+    #: as ``dynamics.selection_tolerance``
+    selection_tolerance: float = 0.15
 
     @property
     def known_spec(self) -> str | None:
@@ -234,9 +248,18 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, a, path)
             except ConfigError as e:
                 errors.append((a, str(e)))
-        # a list (mapping) that fails is best explained by the list (mapping) member of the union
-        same_shape = [msg for a, msg in errors if (typing.get_origin(a) is list) == isinstance(value, list)
-                      and (dataclasses.is_dataclass(a) or a is dict) == isinstance(value, dict)]
+        # the member of the union the value's shape meant explains the failure best: a list the list member,
+        # a mapping the dataclass (``library: {...}``), a string the literal (``auto``)
+        def meant(a) -> bool:
+            if isinstance(value, list):
+                return typing.get_origin(a) is list
+            if isinstance(value, dict):
+                return dataclasses.is_dataclass(a) or a is dict
+            if isinstance(value, str):
+                return typing.get_origin(a) is Literal
+            return False
+
+        same_shape = [msg for a, msg in errors if meant(a)]
         if len(errors) == 1 or len(same_shape) == 1:
             raise ConfigError((same_shape or [errors[0][1]])[0])
         raise ConfigError(f"{path}: {value!r} does not match {_type_name(tp)}")
@@ -317,10 +340,15 @@ def _validate(cfg: Config) -> None:
     positive(cfg.collect.random_episode_steps, "collect.random_episode_steps")
     for sec in ("dynamics", "reward"):
         lib = getattr(cfg, sec).library
-        positive(lib.degree, f"{sec}.library.degree")
-        positive(lib.control_degree, f"{sec}.library.control_degree", allow_zero=True)
-        positive(lib.fourier, f"{sec}.library.fourier", allow_zero=True)
-        positive(getattr(cfg, sec).threshold, f"{sec}.threshold", allow_zero=True)
+        if isinstance(lib, LibraryConfig):
+            positive(lib.degree, f"{sec}.library.degree")
+            positive(lib.control_degree, f"{sec}.library.control_degree", allow_zero=True)
+            positive(lib.fourier, f"{sec}.library.fourier", allow_zero=True)
+            if lib.fourier_states is not None and lib.fourier == 0:
+                raise ConfigError(f"{sec}.library.fourier_states: needs {sec}.library.fourier > 0")
+        if isinstance(getattr(cfg, sec).threshold, float):
+            positive(getattr(cfg, sec).threshold, f"{sec}.threshold", allow_zero=True)
+        positive(getattr(cfg, sec).selection_tolerance, f"{sec}.selection_tolerance", allow_zero=True)
         positive(getattr(cfg, sec).alpha, f"{sec}.alpha", allow_zero=True)
         positive(getattr(cfg, sec).n_models, f"{sec}.n_models")
     if not 0 <= cfg.dynamics.holdout < 1:

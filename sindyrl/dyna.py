@@ -67,6 +67,8 @@ def fit_models(cfg: Config, buffer: TransitionBuffer, spec, seed: int):
         dyn = SINDyDynamics.from_config(cfg.dynamics, spec.obs_names, spec.action_names, spec.unit_pairs,
                                         seed).fit(buffer, val_mask)
     scores = dict(dyn.scores_)
+    # the library and threshold used, and with ``auto`` what was tried (``dynamics_selection``: a readable table)
+    scores.update(getattr(dyn, "choice_", {}))
     if buffer.terminated.any() and cfg.env.termination in (None, "learned") and cfg.env.id not in BUILTIN_TERMINATIONS:
         # how well a rule learned on the training episodes finds the episode ends of the held-out ones
         rule = BoxTermination.fit(buffer.next_obs[train_mask], buffer.terminated[train_mask], spec.obs_names)
@@ -75,8 +77,10 @@ def fit_models(cfg: Config, buffer: TransitionBuffer, spec, seed: int):
     if cfg.reward.known_spec:
         reward = known_reward(cfg.reward.known_spec)
     else:
-        reward = SINDyReward.from_config(cfg.reward, spec.obs_names, spec.action_names, seed).fit(buffer, val_mask)
+        reward = SINDyReward.from_config(cfg.reward, spec.obs_names, spec.action_names, seed,
+                                         spec.unit_pairs).fit(buffer, val_mask)
         scores.update(reward.scores_)
+        scores.update(reward.choice_)
     return dyn, reward, scores
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Protocol
 
 import numpy as np
@@ -21,9 +22,18 @@ import numpy as np
 from .config import LibraryConfig
 from .data import TransitionBuffer
 from .regression import fit_sparse_regression
+from .selection import (
+    ABSOLUTE_TOLERANCE,
+    Selection,
+    angle_like_states,
+    candidate_libraries,
+    choice_keys,
+    resolve,
+    select_library,
+)
 from .sparse import SparseModel
 
-__all__ = ["DynamicsModel", "SINDyDynamics", "rollout", "prediction_errors"]
+__all__ = ["DynamicsModel", "SINDyDynamics", "rollout", "rollout_horizon", "prediction_errors"]
 
 log = logging.getLogger("sindyrl")
 
@@ -60,13 +70,16 @@ def prediction_errors(model, buffer: TransitionBuffer, mask: np.ndarray | None, 
                       seed: int = 0) -> dict[str, float]:
     """One-step and k-step open-loop rollout error on ``mask`` (RMS, in units of each state's std).
 
-    The k-step error is inf when rollouts diverge, NaN when no episode is long enough.
+    k is ``rollout_steps``, or less when the episodes are shorter (see :func:`rollout_horizon`);
+    ``model_rollout_steps`` says which k was used. The k-step error is inf when rollouts diverge, NaN only
+    when ``mask`` holds no transition.
     """
     step = _step_fn(model)
     mask = np.ones(len(buffer), dtype=bool) if mask is None else mask
     scale = np.maximum(buffer.next_obs.std(0), 1e-8)
     pred = step(buffer.obs[mask], buffer.actions[mask])
     one = float(np.sqrt(np.mean(((pred - buffer.next_obs[mask]) / scale) ** 2)))
+    rollout_steps = rollout_horizon(buffer, mask, rollout_steps)
     starts = _windows(buffer, mask, rollout_steps, 256, seed)
     k = float("nan")
     if len(starts):
@@ -77,6 +90,17 @@ def prediction_errors(model, buffer: TransitionBuffer, mask: np.ndarray | None, 
         if not np.isfinite(k):
             k = float("inf")
     return {"model_one_step_error": one, "model_rollout_error": k, "model_rollout_steps": rollout_steps}
+
+
+def rollout_horizon(buf: TransitionBuffer, mask: np.ndarray, rollout_steps: int) -> int:
+    """The rollout length that held-out episodes allow: ``rollout_steps``, or the median length of the
+    episodes inside ``mask`` when that is shorter (InvertedPendulum with random actions: ~6-step episodes),
+    so at least half of them give a window (0 when ``mask`` is empty)."""
+    lengths = [int(mask[e].sum()) for e in buf.episodes()]
+    lengths = [n for n in lengths if n > 0]
+    if not lengths:
+        return 0
+    return int(max(1, min(rollout_steps, np.median(lengths) // 1)))
 
 
 def _windows(buf: TransitionBuffer, mask: np.ndarray, length: int, max_windows: int, seed: int):
@@ -140,10 +164,12 @@ class SINDyDynamics:
     ----------
     obs_names, action_names : list of str
         Names of the state and control inputs.
-    library : LibraryConfig
-        Candidate terms.
-    threshold : float, default 1e-3
-        STLSQ threshold (on raw coefficients unless ``normalize_columns``).
+    library : LibraryConfig or "auto"
+        Candidate terms; ``"auto"``: chosen by held-out rollout error (:mod:`sindyrl.selection`), the
+        choice in ``library_``, what was tried in ``selection_``.
+    threshold : float or "auto", default 1e-3
+        STLSQ threshold (on raw coefficients unless ``normalize_columns``); ``"auto"``, or None with an
+        ``"auto"`` library: chosen on a grid with the library (``threshold_``).
     alpha : float, default 1e-5
         STLSQ ridge penalty.
     n_models : int, default 20
@@ -155,6 +181,8 @@ class SINDyDynamics:
         add the identity back, so the model still maps x[k] to x[k+1].
     unit_pairs : list of (int, int)
         State index pairs (cos, sin) kept on the unit circle.
+    selection_tolerance : float, default 0.15
+        Parsimony rule of ``auto``: the simplest candidate within this fraction of the best error wins.
     seed : int
         Seed of the ensemble's random draws.
     """
@@ -163,8 +191,8 @@ class SINDyDynamics:
         self,
         obs_names: Sequence[str],
         action_names: Sequence[str],
-        library: LibraryConfig | None = None,
-        threshold: float = 1e-3,
+        library: LibraryConfig | str | None = None,
+        threshold: float | str | None = 1e-3,
         alpha: float = 1e-5,
         n_models: int = 20,
         bagging: bool = True,
@@ -176,6 +204,7 @@ class SINDyDynamics:
         unit_pairs: Sequence[tuple[int, int]] = (),
         rollout_steps: int = 20,
         member_error_factor: float = 5.0,
+        selection_tolerance: float = 0.15,
         seed: int = 0,
     ):
         self.obs_names = list(obs_names)
@@ -193,6 +222,7 @@ class SINDyDynamics:
         self.unit_pairs = [tuple(p) for p in unit_pairs]
         self.rollout_steps = rollout_steps
         self.member_error_factor = member_error_factor
+        self.selection_tolerance = selection_tolerance
         self.seed = seed
 
     @classmethod
@@ -202,7 +232,7 @@ class SINDyDynamics:
             n_models=cfg.n_models, bagging=cfg.bagging, library_ensemble=cfg.library_ensemble,
             n_candidates_to_drop=cfg.n_candidates_to_drop, aggregate=cfg.aggregate, residual=cfg.residual,
             normalize_columns=cfg.normalize_columns, unit_pairs=unit_pairs, rollout_steps=cfg.rollout_steps,
-            member_error_factor=cfg.member_error_factor, seed=seed,
+            member_error_factor=cfg.member_error_factor, selection_tolerance=cfg.selection_tolerance, seed=seed,
         )
 
     # ------------------------------------------------------------------ fit
@@ -223,15 +253,16 @@ class SINDyDynamics:
         X, U, Xn = buffer.obs[train], buffer.actions[train], buffer.next_obs[train]
         target = Xn - X if self.residual else Xn
         names = self.obs_names + self.action_names
+        self.library_, self.threshold_, self.selection_ = self._select(buffer, val_mask, X, U, target)
         fitted, _ = fit_sparse_regression(
-            X, U, target, self.library, names, self.obs_names, self.threshold, self.alpha, self.n_models,
+            X, U, target, self.library_, names, self.obs_names, self.threshold_, self.alpha, self.n_models,
             self.seed, self.bagging, self.library_ensemble, self.n_candidates_to_drop, self.normalize_columns,
             name="dynamics", discrete_time=True,
         )
         # the plain STLSQ fit on the full library and all training data: the yardstick for members, and the
         # fallback when every member is worse (library ensembling on a small library drops needed terms)
         ref, _ = fit_sparse_regression(
-            X, U, target, self.library, names, self.obs_names, self.threshold, self.alpha, 1, self.seed,
+            X, U, target, self.library_, names, self.obs_names, self.threshold_, self.alpha, 1, self.seed,
             normalize_columns=self.normalize_columns, name="dynamics", discrete_time=True,
         )
         ens = fitted.ensemble.copy()
@@ -256,11 +287,91 @@ class SINDyDynamics:
         agg = np.median(kept, axis=0) if self.aggregate == "median" else np.mean(kept, axis=0)
         self.model_ = members.with_coef(agg, ensemble=kept)
         self.scores_ = self.score(buffer, check)
+        if self.selection_ is not None:
+            self._prefer_reference_if_better(members, ref_coef, buffer, check)
+        sel = self.selection_
+        self.choice_ = sel.flat("dynamics") if sel is not None else \
+            choice_keys("dynamics", self.library_, self.threshold_)
         self.model_ = self.model_.with_metadata(
-            threshold=self.threshold, alpha=self.alpha, residual=self.residual, n_train=int(train.sum()),
-            members_kept=int(self.model_.n_models), **self.scores_,
+            library=asdict(self.library_), threshold=self.threshold_, alpha=self.alpha, residual=self.residual,
+            n_train=int(train.sum()), members_kept=int(self.model_.n_models), **self.scores_,
+            **({"selection": sel.to_dict()} if sel is not None else {}),
         )
         return self
+
+    def _prefer_reference_if_better(self, members: SparseModel, ref_coef: np.ndarray, buffer: TransitionBuffer,
+                                    check: np.ndarray) -> None:
+        """``auto`` promises the model that predicts the held-out episodes best: when the ensemble's aggregate
+        is worse than the single fit that won the selection (beyond the selection's tolerance), keep that fit.
+
+        Library ensembling on a small library drops needed terms (a linear system's 4-term library loses its
+        control term in a quarter of the members), and the median of such members can lose the term.
+        """
+        ref = members.with_coef(ref_coef, ensemble=ref_coef[None])
+        ref_scores = prediction_errors(ref, buffer, check, self.rollout_steps, self.seed)
+        key = "model_rollout_error" if np.isfinite(ref_scores["model_rollout_error"]) else "model_one_step_error"
+        agg_err, ref_err = self.scores_[key], ref_scores[key]
+        if agg_err <= max((1 + self.selection_tolerance) * ref_err, ref_err + ABSOLUTE_TOLERANCE):
+            return
+        log.info("dynamics: the ensemble's aggregate predicts the held-out episodes worse than the single fit "
+                 "(%.3g vs %.3g); using the single fit", agg_err, ref_err)
+        self.model_, self.scores_ = ref, ref_scores
+
+    def _select(self, buffer: TransitionBuffer, val_mask: np.ndarray, X: np.ndarray, U: np.ndarray,
+                target: np.ndarray) -> tuple[LibraryConfig, float, Selection | None]:
+        """The library and threshold to fit: as given, or chosen (``auto``) by held-out rollout error."""
+        lib_auto, thr_auto = resolve(self.library, self.threshold)
+        if not (lib_auto or thr_auto):
+            return self.library, 1e-3 if self.threshold is None else float(self.threshold), None
+        held = val_mask
+        if not held.any():
+            # no held-out episodes given: hold some of the training episodes out for the ranking alone
+            fit_on, held = buffer.split_episodes(0.2, self.seed)
+            if not held.any():
+                log.warning("dynamics selection: one episode only, so candidates are ranked on their training "
+                            "data (this favours large libraries); collect more episodes")
+                held = np.ones(len(buffer), dtype=bool)
+            else:
+                X, U = buffer.obs[fit_on], buffer.actions[fit_on]
+                target = buffer.next_obs[fit_on] - X if self.residual else buffer.next_obs[fit_on]
+        T = rollout_horizon(buffer, held, self.rollout_steps)
+        starts = _windows(buffer, held, T, 128, self.seed)
+        if len(starts) == 0:
+            starts, T = np.flatnonzero(held)[:128], 1
+        idx = starts[:, None] + np.arange(T)[None, :]
+        x0, acts, truth = buffer.obs[starts], buffer.actions[idx], buffer.next_obs[idx]
+        scale = np.maximum(buffer.next_obs.std(0), 1e-8)
+
+        def rollout_error(model: SparseModel) -> float:
+            traj = rollout(model, x0, acts)[:, 1:]
+            with np.errstate(all="ignore"):
+                err = float(np.sqrt(np.mean(((traj - truth) / scale) ** 2)))
+            return err if np.isfinite(err) else float("inf")
+
+        def add_identity(coef: np.ndarray, terms: list) -> np.ndarray:
+            if not self.residual:
+                return coef
+            coef = coef.copy()
+            for i in range(len(self.obs_names)):
+                coef[i, terms.index(((i, "pow", 1.0),))] += 1.0
+            return coef
+
+        names = self.obs_names + self.action_names
+        if lib_auto:
+            angles = angle_like_states(self.obs_names, buffer.obs, buffer.next_obs, self.unit_pairs)
+            libraries = candidate_libraries(len(self.action_names), [self.obs_names[i] for i in angles])
+        else:
+            libraries = [self.library]
+        thresholds = None if thr_auto else [1e-3 if self.threshold is None else float(self.threshold)]
+        sel = select_library(
+            "dynamics", X, U, target, names, self.obs_names, rollout_error,
+            f"{T}-step held-out rollout error" + (f" (episodes allow {T} of {self.rollout_steps})"
+                                                  if T < self.rollout_steps else ""),
+            libraries, thresholds, self.alpha, self.selection_tolerance, finish=add_identity,
+            unit_pairs=self.unit_pairs, name="dynamics",
+        )
+        log.info("%s", sel.describe())
+        return sel.choice.library, sel.choice.threshold, sel
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -274,12 +385,11 @@ class SINDyDynamics:
         members are dropped; when every member is over ``member_error_factor`` times worse than the reference
         fit ``ref_coef`` (the single full-library fit), the reference alone is kept.
         """
-        starts = _windows(buffer, mask, self.rollout_steps, 64, self.seed)
+        T = rollout_horizon(buffer, mask, self.rollout_steps)
+        starts = _windows(buffer, mask, T, 64, self.seed)
         if len(starts) == 0:
             starts = np.flatnonzero(mask)[:64]
             T = 1
-        else:
-            T = self.rollout_steps
         idx = starts[:, None] + np.arange(T)[None, :]
         acts = buffer.actions[idx]
         truth = buffer.next_obs[idx]

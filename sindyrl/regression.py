@@ -27,8 +27,12 @@ from .sparse import SparseModel
 __all__ = ["build_library", "fit_sparse_regression"]
 
 
-def build_library(cfg: LibraryConfig, n_x: int, n_u: int) -> ps.feature_library.base.BaseFeatureLibrary:
-    """pysindy library over inputs ``[x (n_x), u (n_u)]`` as the config describes."""
+def build_library(cfg: LibraryConfig, n_x: int, n_u: int,
+                  state_names: Sequence[str] | None = None) -> ps.feature_library.base.BaseFeatureLibrary:
+    """pysindy library over inputs ``[x (n_x), u (n_u)]`` as the config describes.
+
+    ``state_names`` (the names of x's columns) are needed only when ``cfg.fourier_states`` names some.
+    """
     x_idx = list(range(n_x))
     u_idx = list(range(n_x, n_x + n_u))
     libs = []
@@ -57,7 +61,14 @@ def build_library(cfg: LibraryConfig, n_x: int, n_u: int) -> ps.feature_library.
         else:
             libs.append(ps.TensoredLibrary([state_part, lin_u], inputs_per_library=[x_idx, u_idx]))
     if cfg.fourier > 0:
-        libs.append(ps.GeneralizedLibrary([ps.FourierLibrary(n_frequencies=cfg.fourier)], inputs_per_library=[x_idx]))
+        f_idx = x_idx
+        if cfg.fourier_states is not None:
+            names = list(state_names or [])
+            unknown = [n for n in cfg.fourier_states if n not in names]
+            if unknown or not cfg.fourier_states:
+                raise ValueError(f"library.fourier_states: {unknown or '[]'} not among the states {names}")
+            f_idx = [names.index(n) for n in cfg.fourier_states]
+        libs.append(ps.GeneralizedLibrary([ps.FourierLibrary(n_frequencies=cfg.fourier)], inputs_per_library=[f_idx]))
     return libs[0] if len(libs) == 1 else ps.ConcatLibrary(libs)
 
 
@@ -127,7 +138,7 @@ def fit_sparse_regression(
     for what, arr in (("inputs", X), ("controls", U), ("targets", Y)):
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"sparse regression: {what} contain NaN or inf")
-    lib = build_library(library, n_x, n_u)
+    lib = build_library(library, n_x, n_u, list(input_names)[:n_x])
     base = ps.STLSQ(threshold=threshold, alpha=alpha, normalize_columns=normalize_columns)
     if n_models > 1 and (bagging or library_ensemble):
         opt = ps.EnsembleOptimizer(base, bagging=bagging, library_ensemble=library_ensemble, n_models=n_models,

@@ -8,11 +8,21 @@ on (x[k], u[k]) and evaluated on (x[k], u[k]) of the step being taken.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 
 import numpy as np
 
 from .config import LibraryConfig
 from .data import TransitionBuffer
+from .selection import (
+    ABSOLUTE_TOLERANCE,
+    Selection,
+    angle_like_states,
+    candidate_libraries,
+    choice_keys,
+    resolve,
+    select_library,
+)
 from .sparse import SparseModel
 
 __all__ = ["SINDyReward", "KnownReward", "known_reward", "BUILTIN_REWARDS", "RewardFn"]
@@ -120,19 +130,23 @@ def known_reward(spec: str) -> KnownReward:
 class SINDyReward:
     """Sparse E-SINDy reward model r[k] = Theta(x[k], u[k]) xi.
 
-    Parameters mirror :class:`sindyrl.dynamics.SINDyDynamics`.
+    Parameters mirror :class:`sindyrl.dynamics.SINDyDynamics`: ``library="auto"`` (and ``threshold="auto"``)
+    choose them by held-out one-step reward error (:mod:`sindyrl.selection`); ``unit_pairs`` keeps
+    (cos, sin) states out of the Fourier candidates.
     """
 
     def __init__(
         self,
         obs_names: Sequence[str],
         action_names: Sequence[str],
-        library: LibraryConfig | None = None,
-        threshold: float = 1e-3,
+        library: LibraryConfig | str | None = None,
+        threshold: float | str | None = 1e-3,
         alpha: float = 1e-5,
         n_models: int = 20,
         normalize_columns: bool = False,
         seed: int = 0,
+        selection_tolerance: float = 0.15,
+        unit_pairs: Sequence[tuple[int, int]] = (),
     ):
         self.obs_names = list(obs_names)
         self.action_names = list(action_names)
@@ -142,11 +156,13 @@ class SINDyReward:
         self.n_models = n_models
         self.normalize_columns = normalize_columns
         self.seed = seed
+        self.selection_tolerance = selection_tolerance
+        self.unit_pairs = [tuple(p) for p in unit_pairs]
 
     @classmethod
-    def from_config(cls, cfg, obs_names, action_names, seed: int) -> SINDyReward:
+    def from_config(cls, cfg, obs_names, action_names, seed: int, unit_pairs=()) -> SINDyReward:
         return cls(obs_names, action_names, cfg.library, cfg.threshold, cfg.alpha, cfg.n_models,
-                   cfg.normalize_columns, seed)
+                   cfg.normalize_columns, seed, cfg.selection_tolerance, unit_pairs)
 
     def fit(self, buffer: TransitionBuffer, val_mask: np.ndarray | None = None) -> SINDyReward:
         from .regression import fit_sparse_regression  # pysindy: imported only when a reward is fitted
@@ -154,18 +170,72 @@ class SINDyReward:
         train = np.ones(len(buffer), dtype=bool) if val_mask is None else ~val_mask
         if train.sum() < 2:
             raise ValueError("reward fit: need at least 2 training transitions")
+        self.library_, self.threshold_, self.selection_ = self._select(buffer, train)
         model, _ = fit_sparse_regression(
-            buffer.obs[train], buffer.actions[train], buffer.rewards[train][:, None], self.library,
-            self.obs_names + self.action_names, ["r"], self.threshold, self.alpha, self.n_models, self.seed,
+            buffer.obs[train], buffer.actions[train], buffer.rewards[train][:, None], self.library_,
+            self.obs_names + self.action_names, ["r"], self.threshold_, self.alpha, self.n_models, self.seed,
             normalize_columns=self.normalize_columns, name="reward", discrete_time=False,
         )
         self.model_ = model
         mask = val_mask if val_mask is not None and val_mask.any() else train
-        pred = self(buffer.obs[mask], buffer.actions[mask], buffer.next_obs[mask])
         scale = max(float(buffer.rewards.std()), 1e-8)
-        self.scores_ = {"reward_error": float(np.sqrt(np.mean((pred - buffer.rewards[mask]) ** 2)) / scale)}
-        self.model_ = model.with_metadata(**self.scores_)
+
+        def error(m: SparseModel) -> float:
+            X = np.concatenate([buffer.obs[mask], buffer.actions[mask]], axis=1)
+            return float(np.sqrt(np.mean((m.evaluate(X)[:, 0] - buffer.rewards[mask]) ** 2)) / scale)
+
+        self.scores_ = {"reward_error": error(model)}
+        sel = self.selection_
+        if sel is not None:
+            # as the dynamics: the ensemble's aggregate must not be worse than the single fit that was chosen
+            ref, _ = fit_sparse_regression(
+                buffer.obs[train], buffer.actions[train], buffer.rewards[train][:, None], self.library_,
+                self.obs_names + self.action_names, ["r"], self.threshold_, self.alpha, 1, self.seed,
+                normalize_columns=self.normalize_columns, name="reward", discrete_time=False,
+            )
+            ref_err = error(ref)
+            if self.scores_["reward_error"] > max((1 + self.selection_tolerance) * ref_err,
+                                                  ref_err + ABSOLUTE_TOLERANCE):
+                model, self.scores_ = ref, {"reward_error": ref_err}
+        self.choice_ = sel.flat("reward") if sel is not None else choice_keys("reward", self.library_,
+                                                                                self.threshold_)
+        self.model_ = model.with_metadata(
+            library=asdict(self.library_), threshold=self.threshold_, **self.scores_,
+            **({"selection": sel.to_dict()} if sel is not None else {}),
+        )
         return self
+
+    def _select(self, buffer: TransitionBuffer, train: np.ndarray) -> tuple[LibraryConfig, float, Selection | None]:
+        """The library and threshold to fit: as given, or chosen (``auto``) by one-step error on the held-out
+        episodes ``~train`` (candidates fitted on ``train``), as the dynamics are."""
+        lib_auto, thr_auto = resolve(self.library, self.threshold)
+        if not (lib_auto or thr_auto):
+            return self.library, 1e-3 if self.threshold is None else float(self.threshold), None
+        held, fit_on = ~train, train
+        if not held.any():
+            # no held-out episodes given: hold some of the training episodes out for the ranking alone
+            fit_on, held = buffer.split_episodes(0.2, self.seed)
+            if not held.any():
+                fit_on = held = train
+        X, U, r = buffer.obs[fit_on], buffer.actions[fit_on], buffer.rewards[fit_on][:, None]
+        Xh = np.concatenate([buffer.obs[held], buffer.actions[held]], axis=1)
+        rh = buffer.rewards[held]
+        scale = max(float(buffer.rewards.std()), 1e-8)
+
+        def one_step_error(m: SparseModel) -> float:
+            with np.errstate(all="ignore"):
+                return float(np.sqrt(np.mean((m.evaluate(Xh)[:, 0] - rh) ** 2)) / scale)
+
+        if lib_auto:
+            angles = angle_like_states(self.obs_names, buffer.obs, buffer.next_obs, self.unit_pairs)
+            libraries = candidate_libraries(len(self.action_names), [self.obs_names[i] for i in angles])
+        else:
+            libraries = [self.library]
+        thresholds = None if thr_auto else [1e-3 if self.threshold is None else float(self.threshold)]
+        sel = select_library("reward", X, U, r, self.obs_names + self.action_names, ["r"], one_step_error,
+                             "held-out one-step reward error", libraries, thresholds, self.alpha,
+                             self.selection_tolerance, name="reward")
+        return sel.choice.library, sel.choice.threshold, sel
 
     def __call__(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray | None = None) -> np.ndarray:
         if not hasattr(self, "model_"):
