@@ -110,7 +110,8 @@ class DynamicsConfig:
     holdout: float = 0.2
     #: rollout length used for validation of ensemble members
     rollout_steps: int = 20
-    #: a member whose rollout error exceeds this multiple of the median member's is dropped
+    #: a member whose rollout error exceeds this multiple of the geometric mean of the best and the median
+    #: member's error is dropped
     member_error_factor: float = 5.0
     #: model selection (``auto``): a candidate within this fraction of the best held-out error counts as
     #: good as the best, and the simplest of those is chosen

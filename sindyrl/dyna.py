@@ -210,6 +210,7 @@ class Dyna:
         self.progress_bar = progress_bar
         self.spec = run.spec
         self.agent = None
+        self.last_choice: dict = {}
         self.board = DynaBoard(run.path, enabled=False)
 
     # ----------------------------------------------------------- helpers
@@ -267,9 +268,16 @@ class Dyna:
         if isinstance(term, BoxTermination):
             run.save_termination(term)
         size = f"{sparse.nnz} terms, {sparse.n_models} members" if sparse is not None else f"{dyn.n_models} networks"
-        self.echo(f"[fit {it + 1}/{cfg.dyna.iterations}] dynamics on {len(buffer)} transitions: {size}, one-step "
-                  f"error {scores['model_one_step_error']:.4f}, {cfg.dynamics.rollout_steps}-step rollout error "
+        steps = scores.get("model_rollout_steps", cfg.dynamics.rollout_steps)
+        chosen = f" ({scores['dynamics_library']}, threshold {scores['dynamics_threshold']:.3g})" \
+            if "dynamics_library" in scores else ""
+        self.echo(f"[fit {it + 1}/{cfg.dyna.iterations}] dynamics on {len(buffer)} transitions: {size}{chosen}, "
+                  f"one-step error {scores['model_one_step_error']:.4f}, {steps}-step rollout error "
                   f"{scores['model_rollout_error']:.4f}")
+        if first:
+            for key in ("dynamics_selection", "reward_selection"):
+                if scores.get(key):
+                    self.echo("  " + str(scores[key]).replace("\n", "\n  "))
         if term is not None and (first or isinstance(term, BoxTermination)):
             held = (f" (held-out episodes: {100 * scores['termination_recall']:.0f}% of the ends found, "
                     f"{100 * scores['termination_false_alarm']:.2f}% false alarms)"
@@ -349,8 +357,10 @@ class Dyna:
             "dynamics_nnz": out.dyn_nnz, "dynamics_members": out.dyn_members,
             "wall_seconds": time.time() - t_start,
         }
-        if "reward_error" in out.scores:
-            row["reward_error"] = out.scores["reward_error"]
+        for k, v in out.scores.items():  # the models' choice (library, degree, threshold) and other numbers
+            if k not in row and k.startswith(("dynamics_", "reward_", "termination_", "model_")) and \
+                    isinstance(v, (int, float)) and not isinstance(v, bool):
+                row[k] = v
         for k, v in (getattr(self.agent, "beer_stats", None) or {}).items():
             row[k] = v
         rows.append(row)
@@ -382,6 +392,8 @@ class Dyna:
             t_it = time.time()
             n_fit = len(buffer)
             dyn, reward, scores = self.fit(buffer, it, first=it == start_it)
+            self.last_choice = {k: v for k, v in scores.items() if k.startswith(("dynamics_", "reward_"))
+                                and k.endswith(("_library", "_degree", "_control", "_fourier", "_threshold"))}
             venv = build_surrogate(cfg, dyn, reward, buffer, self.spec, cfg.seed + 1000 * (it + 1))
             n_train = cfg.agent.initial_steps if self.agent is None else cfg.agent.steps_per_iteration
             state.surrogate_steps += self.train(venv, n_train, f"[train {it + 1}] surrogate")
@@ -439,6 +451,7 @@ class Dyna:
             **{k: last[k] for k in ("surrogate_return_mean", "surrogate_return_min", "surrogate_return_worst_decile",
                                     "surrogate_failed_starts", "surrogate_starts") if last.get(k) is not None},
             "dynamics_nnz": last.get("dynamics_nnz") or None,
+            **{k: v for k, v in self.last_choice.items()},
             "train_wall_seconds": time.time() - t_start,
         }
         worst = int(np.argmin(final))

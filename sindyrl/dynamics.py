@@ -415,8 +415,12 @@ class SINDyDynamics:
                         " keeping all members. Try more data, a lower library degree or a larger threshold.",
                         T, len(buffer))
             return model.ensemble, errors
-        # relative test, with a floor so near-perfect members are never dropped for being 5x of ~0
-        keep = errors <= max(self.member_error_factor * np.median(finite), 1e-3)
+        # relative test against the geometric mean of the best and the median member: when library ensembling
+        # drops a needed term from half the members, the median is one of the bad ones and would keep them all
+        # (their compensating coefficients then bias the aggregate); with a floor, so near-perfect members are
+        # never dropped for being 5x of ~0
+        typical = float(np.sqrt(np.min(finite) * np.median(finite)))
+        keep = errors <= max(self.member_error_factor * typical, 1e-3)
         if keep.sum() < model.n_models:
             log.info("dynamics: dropped %d of %d ensemble members whose %d-step rollouts diverged (errors %s)",
                      int((~keep).sum()), model.n_models, T, np.round(errors[~keep], 3).tolist())

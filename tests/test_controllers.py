@@ -168,9 +168,11 @@ def test_lqr_zero_gain_would_fail(dyn):
 
 
 def test_equilibrium_given_state_solves_for_action(dyn):
-    eq = find_equilibrium(dyn, x=TARGET)
-    assert eq.residual < 1e-4 and abs(eq.u[0]) < 0.05
-    lqr = LQR(dyn, x_eq=TARGET, action_bounds=BOUNDS)
+    # the learned model is an equilibrium at the true one only up to its own fitting error (about 1e-3 per step
+    # on random-action data: cos/sin of the angle step are cubic approximations), whatever the seed
+    eq = find_equilibrium(dyn, x=TARGET, tol=1e-3)
+    assert eq.residual < 1e-3 and abs(eq.u[0]) < 0.05
+    lqr = LQR(dyn, x_eq=TARGET, action_bounds=BOUNDS, tol=1e-3)
     np.testing.assert_allclose(lqr.u_eq, eq.u)
     # u = u* - K (x - x*) at x* is u*
     np.testing.assert_allclose(lqr.act(lqr.x_eq), lqr.u_eq)
