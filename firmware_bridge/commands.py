@@ -81,7 +81,7 @@ def register(subparsers) -> None:
     h.add_argument("--episodes", type=int, default=None,
                    help="closed-loop real episodes (default: stages.hil.episodes of the run, 3)")
     h.add_argument("--seed", type=int, default=None, help="first reset seed (default: the run's seed)")
-    h.add_argument("--timeout", type=float, default=None, help="seconds to wait for each reply (default: 2)")
+    h.add_argument("--timeout", type=float, default=None, help="seconds to wait for each reply (default: 2, or 10 on an emulated board)")
     h.add_argument("--retries", type=int, default=None, help="resends of an unanswered request (default: 2)")
     h.add_argument("--policy-set", default=None, metavar="DIR",
                    help="put every SparseModel *.json in DIR on the board as one policy set; the board picks "

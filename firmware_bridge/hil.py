@@ -231,7 +231,7 @@ def run_policy_hil(
     action_names: list[str] | None = None,
     onnx_path: str | os.PathLike | None = None,
     max_steps: int | None = None,
-    timeout: float = 2.0,
+    timeout: float | None = None,
     retries: int = 2,
     bench_calls: int = 1000,
     real: str | None = None,
@@ -259,7 +259,8 @@ def run_policy_hil(
     onnx_path : path, optional
         For ``board="onnx"``: serve this file instead of exporting the policy.
     timeout, retries : float, int
-        Per-reply timeout (s) and retries of the link.
+        Per-reply timeout (s) and retries of the link. Default timeout: 2 s, or 10 s on an emulated board,
+        where a loaded host can stall QEMU for seconds (a timeout there would count as a protocol error).
     bench_calls : int
         Policy calls timed on the board itself (0 skips the measurement).
     real : {"float", "double", "fixed"}, optional
@@ -324,6 +325,8 @@ def run_policy_hil(
             echo(f"building {kind} policy firmware for {target} in {work_dir}")
             build = build_firmware(gen, target, domain_guard=domain_guard)
             runner = HostBoard(build.path) if board == "host" else QemuBoard(build.path, board=board)
+        if timeout is None:
+            timeout = 10.0 if board in QEMU_BOARDS else 2.0
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
             info = link.hello()
             want = gen.model_hash if gen is not None else (model_hash if kind == "sparse" else None)

@@ -178,7 +178,7 @@ class HILOptions(StageOptions):
     max_steps : int, optional
         Cut each episode after this many steps.
     timeout, retries : float, int
-        Per-reply timeout (s) and resends of the serial link.
+        Per-reply timeout (s) and resends of the serial link (default timeout: 2 s, 10 s on an emulated board).
     bench_calls : int
         Policy calls timed on the board (0: none).
     onnx_path : str, optional
@@ -197,7 +197,7 @@ class HILOptions(StageOptions):
     episodes: int = 3
     seed: int | None = None
     max_steps: int | None = None
-    timeout: float = 2.0
+    timeout: float | None = None
     retries: int = 2
     bench_calls: int = 1000
     onnx_path: str | None = None
@@ -209,7 +209,7 @@ class HILOptions(StageOptions):
             self.board = "auto"
         _at_least(self, where, "episodes", 1)
         _at_least(self, where, "max_steps", 1, allow_none=True)
-        _at_least(self, where, "timeout", 0)
+        _at_least(self, where, "timeout", 0, allow_none=True)
         _at_least(self, where, "retries", 0)
         _at_least(self, where, "bench_calls", 0)
 
