@@ -75,7 +75,7 @@ def fit_known_reward(
     library: LibraryConfig | None = None,
     threshold: float = 1e-3,
     alpha: float = 1e-5,
-    n_models: int = 20,
+    n_models: int = 1,
     seed: int = 0,
     holdout: float = HOLDOUT,
     max_error: float = MAX_HELDOUT_ERROR,
@@ -93,7 +93,8 @@ def fit_known_reward(
     library : LibraryConfig, optional
         Candidate terms (default: polynomials of degree 2 over states and actions).
     threshold, alpha, n_models, seed
-        :class:`sindyrl.reward.SINDyReward` options.
+        :class:`sindyrl.reward.SINDyReward` options; the targets are exact, so one STLSQ fit
+        (``n_models=1``) is the default: bagging is for noisy targets.
     holdout : float, default 0.2
         Share of the episodes held out from the fit and used for the check.
     max_error : float, default 0.1

@@ -97,3 +97,24 @@ class DriftEnv(gym.Env):
 def drift_reward(obs, action, next_obs):
     """1 near x = 0.6, 0 elsewhere (a step a polynomial model cannot fit)."""
     return (np.abs(obs[:, 0] - PEAK[0]) < 0.3).astype(np.float64)
+
+
+def alive_peaked_reward(obs, action, next_obs):
+    """1 + :func:`peaked_reward`: positive near the peak, so an episode that ends early loses reward."""
+    return 1.0 + peaked_reward(obs, action, next_obs)
+
+
+class BoxedEnv(LinearEnv):
+    """PeakedEnv whose episodes end when x0 > 0.3: the steady state the reward prefers (x0 = 0.43) lies outside."""
+
+    reward_fn = staticmethod(alive_peaked_reward)
+    X0_MAX = 0.3
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        self.x[0] = self.np_random.uniform(-1, 0.2)  # start alive
+        return self.x.copy(), info
+
+    def step(self, u):
+        obs, r, _, truncated, info = super().step(u)
+        return obs, r, bool(obs[0] > self.X0_MAX), truncated, info
