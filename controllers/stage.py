@@ -368,7 +368,8 @@ def control(
         with Bryson weights from the real data; ``"auto"`` prefers the reward.
     target : sequence of float, optional
         Target state (LQR equilibrium guess, tracking target); default: the
-        maximiser of a built-in known reward.
+        maximiser of a built-in known reward, else the steady state of the
+        learned model the reward prefers within the data box.
     seed : int, optional
         First reset seed (default: the run's seed, as the RL evaluation).
     compare : bool, default True
@@ -383,8 +384,8 @@ def control(
     Raises
     ------
     StageSkipped
-        When the method cannot apply to the system (LQR or a tracking cost without a target state);
-        a ``ValueError``.
+        When the method cannot apply to the system (no target given and no steady state of the learned
+        model in the data box, for LQR or a tracking cost); a ``ValueError``.
     """
     if method not in METHODS:
         raise ValueError(f"control method must be one of {METHODS}, got {method!r}")
