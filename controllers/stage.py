@@ -184,7 +184,7 @@ class _Design:
         key = {"dynamics_hash": self.dyn.content_hash(), "data_digest": data_digest(buf),
                "reward_source": run.config.reward.known or "models/reward.json"}
         old = _read_control(run).get("steady_state") or {}
-        if all(old.get(k) == v for k, v in key.items()):
+        if old.get("found") and all(old.get(k) == v for k, v in key.items()):
             ss = SteadyState.from_dict(old)
         else:
             try:
