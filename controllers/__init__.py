@@ -1,5 +1,9 @@
 """Classical control design on a learned sparse model: LQR, nonlinear MPC (CasADi), and generated C of the MPC.
 
+What a controller needs and a new system does not say (a differentiable cost, an equilibrium, the
+states where episodes end) comes from the run: :func:`fit_known_reward`, :func:`best_steady_state`,
+:func:`termination_box`.
+
 Everything here reads a :class:`sindyrl.sparse.SparseModel`; the CasADi backend
 (:func:`casadi_function`) is the symbolic twin of ``SparseModel.evaluate``.
 Top-level names are imported lazily, so the CLI can register the ``control``
@@ -29,6 +33,14 @@ _NAMES = {
     "CompiledMPC": "controllers.codegen",
     "generate_solver_c": "controllers.codegen",
     "compile_shared": "controllers.codegen",
+    "RewardFit": "controllers.reward_fit",
+    "fit_known_reward": "controllers.reward_fit",
+    "SteadyState": "controllers.steady_state",
+    "NoSteadyState": "controllers.steady_state",
+    "best_steady_state": "controllers.steady_state",
+    "TerminationBox": "controllers.termination_box",
+    "termination_box": "controllers.termination_box",
+    "BUILTIN_BOXES": "controllers.termination_box",
     "control": "controllers.stage",
     "compare_policies": "controllers.stage",
 }

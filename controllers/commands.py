@@ -1,7 +1,8 @@
 """``sindyrl control RUN --method lqr|mpc``: the CLI face of the ``control`` stage (:mod:`controllers.stage`).
 
 Flags override the run config's ``stages.control`` options; the figures go to ``summary.json`` through
-:func:`sindyrl.pipeline.run_stage`. A controller that cannot apply (no target state) fails the command.
+:func:`sindyrl.pipeline.run_stage`. A controller that cannot apply (no target state and no steady state of the
+learned model in the data box) fails the command.
 """
 
 from __future__ import annotations

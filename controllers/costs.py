@@ -80,23 +80,26 @@ class QuadraticCost(Cost):
 
     @classmethod
     def bryson(
-        cls, target: Sequence[float], state_span, action_span, action_weight: float = 0.1, terminal_factor: float = 10.0
+        cls, target: Sequence[float], state_span, action_span, action_weight: float = 0.1, terminal_factor: float = 10.0,
+        u_target: Sequence[float] | None = None,
     ) -> QuadraticCost:
         """Weights by Bryson's rule: ``Q = diag(1 / span_x^2)``, ``R = action_weight * diag(1 / span_u^2)``.
 
         Spans are the ranges the variables take (e.g. from the collected data),
         so the cost does not depend on the units; the terminal weight is
-        ``terminal_factor * Q``.
+        ``terminal_factor * Q``. ``u_target`` is the action that holds the target
+        (default zero: a steady state away from the origin needs its own).
         """
         sx = np.asarray(state_span, dtype=np.float64).reshape(-1)
         su = np.asarray(action_span, dtype=np.float64).reshape(-1)
         if np.any(~np.isfinite(sx)) or np.any(sx <= 0) or np.any(~np.isfinite(su)) or np.any(su <= 0):
             raise ValueError(f"QuadraticCost.bryson: spans must be finite and > 0, got {sx} and {su}")
         Q = 1.0 / sx**2
-        return cls(target, Q=Q, R=action_weight / su**2, terminal_weight=terminal_factor * Q)
+        return cls(target, Q=Q, R=action_weight / su**2, terminal_weight=terminal_factor * Q, u_target=u_target)
 
     def describe(self) -> str:
-        return f"quadratic tracking of {np.round(self.target, 4).tolist()}"
+        held = "" if self.u_target_in is None else f" at u={np.round(np.asarray(self.u_target_in), 4).tolist()}"
+        return f"quadratic tracking of {np.round(self.target, 4).tolist()}{held}"
 
     def bind(self, n_x: int, n_u: int) -> None:
         if self.target.shape != (n_x,):

@@ -123,7 +123,16 @@ class MPC:
         Bounds on every ``U_k``, arrays of shape (n_u,). Strongly advised: a real
         actuator saturates, and the plan must know it.
     state_bounds : (low, high), optional
-        Bounds on ``X_1 .. X_N``, arrays of shape (n_x,); ±inf for free components.
+        Hard bounds on ``X_1 .. X_N``, arrays of shape (n_x,); ±inf for free components.
+    soft_state_bounds : (low, high), optional
+        Soft bounds on ``X_1 .. X_N`` (e.g. where episodes end): the stage cost gets
+        ``soft_state_weight * sum(((violation) / soft_state_scale)^2)``, so a plan that
+        cannot stay inside is still feasible, only expensive. ±inf for free components.
+    soft_state_scale : array (n_x,), optional
+        Units the violation is measured in (default 1; e.g. the data's spans).
+    soft_state_weight : float, default 1e4
+        Penalty weight; large against the stage cost, so the plan leaves the box only
+        when it cannot help it.
     solver : {"ipopt", "sqpmethod"}, default "ipopt"
         ``"sqpmethod"`` uses the ``qrqp`` QP solver and can be code-generated.
     max_iter : int, default 100
@@ -151,6 +160,9 @@ class MPC:
         horizon: int = 30,
         action_bounds=None,
         state_bounds=None,
+        soft_state_bounds=None,
+        soft_state_scale=None,
+        soft_state_weight: float = 1e4,
         solver: str = "ipopt",
         max_iter: int = 100,
         solver_options: dict | None = None,
@@ -161,7 +173,8 @@ class MPC:
     ) -> None:
         self.init_args = dict(
             model=model, cost=cost, horizon=horizon, action_bounds=action_bounds, state_bounds=state_bounds,
-            solver=solver, max_iter=max_iter, solver_options=solver_options, feasibility_tol=feasibility_tol,
+            soft_state_bounds=soft_state_bounds, soft_state_scale=soft_state_scale,
+            soft_state_weight=soft_state_weight, solver=solver, max_iter=max_iter, solver_options=solver_options, feasibility_tol=feasibility_tol,
             warm_start=warm_start, hessian=hessian, name=name,
         )
         self.n_x, self.n_u = dynamics_split(model)
@@ -189,6 +202,14 @@ class MPC:
         self.warm_start = bool(warm_start)
         self.action_bounds = check_bounds(action_bounds, self.n_u, "MPC action_bounds")
         self.state_bounds = check_bounds(state_bounds, self.n_x, "MPC state_bounds")
+        self.soft_state_bounds = check_bounds(soft_state_bounds, self.n_x, "MPC soft_state_bounds")
+        scale = np.ones(self.n_x) if soft_state_scale is None else np.asarray(soft_state_scale, dtype=np.float64)
+        if scale.shape != (self.n_x,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ValueError(f"MPC soft_state_scale must be {self.n_x} finite values > 0, got {soft_state_scale!r}")
+        if not np.isfinite(soft_state_weight) or soft_state_weight <= 0:
+            raise ValueError(f"MPC soft_state_weight must be finite and > 0, got {soft_state_weight!r}")
+        self.soft_state_scale = scale
+        self.soft_state_weight = float(soft_state_weight)
         self._build(solver_options or {})
         self.reset()
 
@@ -206,6 +227,7 @@ class MPC:
             J += self.cost.stage(X[:, k], U[:, k])
             g.append(self.f(X[:, k], U[:, k]) - X[:, k + 1])
         J += self.cost.terminal(X[:, N])
+        J += self._soft_penalty(X)
         # decision vector ordered per stage (x0, u0, x1, u1, ..., xN): banded KKT for sparse solvers
         w = []
         for k in range(N):
@@ -229,6 +251,37 @@ class MPC:
         self.lbw, self.ubw = lbw, ubw
         self.solver_options = self._options(extra)
         self._solver = ca.nlpsol(self.name, self.solver_name, self._nlp, self.solver_options)
+
+    def _soft_penalty(self, X: ca.SX) -> ca.SX:
+        """Squared violation of the soft state box by the predicted states ``X_1 .. X_N``, weighted."""
+        if self.soft_state_bounds is None:
+            return ca.SX(0)
+        lo, hi = self.soft_state_bounds
+        pen = ca.SX(0)
+        for i in range(self.n_x):
+            s = self.soft_state_scale[i]
+            for k in range(1, self.horizon + 1):
+                if np.isfinite(hi[i]):
+                    pen += ca.fmax(0, (X[i, k] - hi[i]) / s) ** 2
+                if np.isfinite(lo[i]):
+                    pen += ca.fmax(0, (lo[i] - X[i, k]) / s) ** 2
+        return self.soft_state_weight * pen
+
+    def describe(self) -> str:
+        """One line for reports: horizon, cost and constraints."""
+        parts = [f"horizon {self.horizon}", self.cost.describe()]
+        if self.action_bounds is not None:
+            parts.append("action bounds")
+        if self.state_bounds is not None:
+            parts.append("hard state bounds")
+        if self.soft_state_bounds is not None:
+            lo, hi = self.soft_state_bounds
+            names = self.model.outputs
+            box = [f"{names[i]} in [{lo[i]:.4g}, {hi[i]:.4g}]" for i in range(self.n_x)
+                   if np.isfinite(lo[i]) or np.isfinite(hi[i])]
+            parts.append(f"soft state box {', '.join(box)} (penalty {self.soft_state_weight:g} on the squared "
+                         "violation)")
+        return "; ".join(parts)
 
     def _options(self, extra: dict) -> dict:
         if self.solver_name == "ipopt":

@@ -10,9 +10,29 @@ for every method of the options. Returned figures are prefixed
 ``control_<method>_``, plus ``real_steps_control``. Nothing here writes
 ``summary.json``: the pipeline records what the stage returns.
 
-A method that cannot apply to the system (LQR without an equilibrium guess,
-a tracking cost without a target) raises :class:`~sindyrl.stage_options.StageSkipped`;
-the stage leaves that method out, and is skipped when no method applies.
+On a system the stage has never seen (a ``"module:Class"`` env with a
+``"module:function"`` numpy reward) it builds what it needs from the run:
+
+- the MPC cost: a known reward without a CasADi form gets a sparse reward model
+  fitted to its values on the real data (:func:`controllers.reward_fit.fit_known_reward`,
+  saved as ``models/reward_fit.json``); it is the cost when its normalised
+  held-out RMSE is at most :data:`~controllers.reward_fit.MAX_HELDOUT_ERROR`,
+  otherwise the MPC tracks the steady state below;
+- the LQR equilibrium and the tracking target, when no ``target`` is given and
+  the reward has no known maximiser (:data:`~controllers.costs.KNOWN_TARGETS`):
+  the steady state of the learned model the reward prefers within the data box
+  (:func:`controllers.steady_state.best_steady_state`);
+- episode ends: where the run's termination has a box form
+  (:func:`controllers.termination_box.termination_box`), the MPC keeps its
+  predicted states inside it (a soft constraint), and the LQR row says whether
+  its equilibrium lies inside.
+
+What was found is printed and recorded in ``control.json`` (``reward_fit``,
+``steady_state``, ``termination_box``) and in the returned figures.
+
+A method that cannot apply to the system (no steady state for LQR or a tracking
+cost to use) raises :class:`~sindyrl.stage_options.StageSkipped`; the stage
+leaves that method out, and is skipped when no method applies.
 """
 
 from __future__ import annotations
@@ -32,12 +52,17 @@ from sindyrl.stage_options import ControlOptions, StageSkipped
 from .costs import CASADI_REWARDS, KNOWN_TARGETS, Cost, QuadraticCost, RewardCost
 from .lqr import LQR
 from .mpc import MPC, dynamics_split
+from .reward_fit import RewardFit, data_digest, fit_known_reward
+from .steady_state import NoSteadyState, SteadyState, best_steady_state
+from .termination_box import TerminationBox, termination_box
 
 __all__ = ["control", "stage", "compare_policies", "ControlOptions", "METHODS", "MPC_SOLVERS", "COSTS"]
 
 METHODS = ("lqr", "mpc")
 MPC_SOLVERS = ("ipopt", "sqpmethod", "c")
 COSTS = ("auto", "reward", "quadratic")
+#: the MPC aims this share of each state's data span inside the episode-end box
+BOX_MARGIN = 1e-3
 
 
 class _ResetHook(gym.Wrapper):
@@ -99,26 +124,122 @@ def _spans(run: Run, dyn: SparseModel, low: np.ndarray, high: np.ndarray) -> tup
     return span_x, span_u
 
 
-def _cost(run: Run, kind: str, target, dyn: SparseModel, low, high) -> Cost:
-    if kind not in COSTS:
-        raise ValueError(f"control cost must be one of {COSTS}, got {kind!r}")
-    if kind in ("auto", "reward"):
+class _Design:
+    """What the stage derives from the run for one control() call, computed once and recorded."""
+
+    def __init__(self, run: Run, dyn: SparseModel, low: np.ndarray, high: np.ndarray,
+                 echo: Callable[..., None]) -> None:
+        self.run, self.dyn, self.low, self.high, self.echo = run, dyn, low, high, echo
+        self.reward_fit: RewardFit | None = None
+        self.steady: SteadyState | None = None
+        self.figures: dict = {}
+        self.doc: dict = {}
+
+    def fitted_reward(self) -> RewardFit:
+        """The sparse model of the run's known numpy reward (reused from models/reward_fit.json for the same data)."""
+        if self.reward_fit is not None:
+            return self.reward_fit
+        run = self.run
         known = run.config.reward.known_spec
-        if known in CASADI_REWARDS:
-            return RewardCost(CASADI_REWARDS[known])
-        if run.model_path("reward").is_file():
-            return RewardCost(run.load_model("reward"))
-        if kind == "reward":
-            raise ValueError(
-                f"{run.path}: no reward usable as MPC cost (no models/reward.json and reward.known="
-                f"{known!r} has no CasADi form); use --cost quadratic --target ..."
-            )
-    if target is None:
-        raise StageSkipped(f"a quadratic tracking cost needs a target state: pass --target or set "
-                           f"stages.control.target ({len(run.obs_names)} values for {run.obs_names}); "
-                           f"reward.known={known!r} has no CasADi form to use as the MPC cost")
-    span_x, span_u = _spans(run, dyn, low, high)
-    return QuadraticCost.bryson(target, span_x, span_u)
+        buf = run.load_data()
+        digest = data_digest(buf)
+        p = run.model_path("reward_fit")
+        if p.is_file():
+            m = SparseModel.from_json(p)
+            md = m.metadata
+            if md.get("data_digest") == digest and md.get("known") == known:
+                self.reward_fit = RewardFit(m, float(md["heldout_error"]), float(md["max_error"]),
+                                            int(md["n_train"]), int(md["n_heldout"]))
+        if self.reward_fit is None:
+            rc = run.config.reward
+            # the targets are exact values of the function: one STLSQ fit, no bagging ensemble (whose members
+            # that drop a needed term bias the median)
+            fit = fit_known_reward(run.load_reward(), buf, run.obs_names, run.action_names, rc.library,
+                                   rc.threshold, rc.alpha, n_models=1, seed=int(run.config.seed))
+            fit.model = fit.model.with_metadata(known=known)
+            run.save_model("reward_fit", fit.model)
+            self.reward_fit = fit
+        fit = self.reward_fit
+        self.echo(f"[control] reward {known!r} has no CasADi form: {fit.describe()}; saved {p.name}")
+        self.doc["reward_fit"] = {"path": f"models/{p.name}", "heldout_error": fit.heldout_error,
+                                  "max_error": fit.max_error, "accurate": fit.accurate, "nnz": fit.model.nnz,
+                                  "n_heldout": fit.n_heldout, "equations": fit.model.equations()}
+        self.figures.update(control_reward_fit_heldout_error=fit.heldout_error,
+                            control_reward_fit_accurate=fit.accurate)
+        return fit
+
+    def steady_state(self, why: str) -> SteadyState:
+        """The steady state the run's reward prefers within the data box (StageSkipped when there is none)."""
+        if self.steady is not None:
+            return self.steady
+        run = self.run
+        try:
+            buf = run.load_data()
+        except FileNotFoundError:
+            raise StageSkipped(f"{why}: no target given and no real data to look for a steady state in") from None
+        try:
+            reward = run.load_reward()
+        except FileNotFoundError:
+            raise StageSkipped(f"{why}: no target given and no reward to choose a steady state by") from None
+        key = {"dynamics_hash": self.dyn.content_hash(), "data_digest": data_digest(buf),
+               "reward_source": run.config.reward.known_spec or "models/reward.json"}
+        old = _read_control(run).get("steady_state") or {}
+        if old.get("found") and all(old.get(k) == v for k, v in key.items()):
+            ss = SteadyState.from_dict(old)
+        else:
+            try:
+                ss = best_steady_state(self.dyn, reward, buf.obs, buf.actions, buf.state_bounds(),
+                                       (self.low, self.high))
+            except NoSteadyState as e:
+                self.doc["steady_state"] = {**key, "found": False, "reason": str(e)}
+                raise StageSkipped(f"{why}: {e}") from None
+        self.echo(f"[control] steady state the reward prefers in the data box: x*={np.round(ss.x, 4).tolist()} "
+                  f"u*={np.round(ss.u, 4).tolist()}, reward {ss.reward:.4g} (best stored transition "
+                  f"{ss.best_data_reward:.4g}; {ss.n_feasible} feasible points from {ss.n_candidates} candidates)")
+        self.doc["steady_state"] = {**key, "found": True, **ss.to_dict()}
+        self.figures.update(control_steady_state_x=ss.x.tolist(), control_steady_state_u=ss.u.tolist(),
+                            control_steady_state_reward=ss.reward)
+        self.steady = ss
+        return ss
+
+    def termination(self) -> TerminationBox | None:
+        box = termination_box(self.run)
+        if box is not None:
+            self.doc["termination_box"] = {"low": box.low.tolist(), "high": box.high.tolist(),
+                                           "source": box.source}
+        return box
+
+    def cost(self, kind: str, target: np.ndarray | None) -> Cost:
+        """The MPC cost: the reward (CasADi form, reward model, or an accurate fit of the numpy reward), else tracking."""
+        run = self.run
+        if kind not in COSTS:
+            raise ValueError(f"control cost must be one of {COSTS}, got {kind!r}")
+        known = run.config.reward.known_spec
+        if kind in ("auto", "reward"):
+            if known in CASADI_REWARDS:
+                return RewardCost(CASADI_REWARDS[known])
+            if run.model_path("reward").is_file():
+                return RewardCost(run.load_model("reward"))
+            if known is not None and run.data_path.is_file():
+                fit = self.fitted_reward()
+                if fit.accurate:
+                    return RewardCost(fit.model)
+                if kind == "reward":
+                    raise ValueError(f"{run.path}: the sparse model of reward.known={known!r} is not accurate enough "
+                                     f"to be the MPC cost ({fit.describe()}); use --cost quadratic")
+                self.echo(f"[control] the reward model is not accurate enough to be the MPC cost; MPC tracks "
+                          f"{'the target' if target is not None else 'the best steady state'} instead")
+            elif kind == "reward":
+                raise ValueError(
+                    f"{run.path}: no reward usable as MPC cost (no models/reward.json and reward.known="
+                    f"{known!r} has no CasADi form); use --cost quadratic --target ..."
+                )
+        span_x, span_u = _spans(run, self.dyn, self.low, self.high)
+        if target is not None:
+            return QuadraticCost.bryson(target, span_x, span_u)
+        ss = self.steady_state("a quadratic tracking cost needs a target state (pass --target or set "
+                               f"stages.control.target, {len(run.obs_names)} values for {run.obs_names})")
+        return QuadraticCost.bryson(ss.x, span_x, span_u, u_target=ss.u)
 
 
 def _read_control(run: Run) -> dict:
@@ -247,7 +368,8 @@ def control(
         with Bryson weights from the real data; ``"auto"`` prefers the reward.
     target : sequence of float, optional
         Target state (LQR equilibrium guess, tracking target); default: the
-        maximiser of a built-in known reward.
+        maximiser of a built-in known reward, else the steady state of the
+        learned model the reward prefers within the data box.
     seed : int, optional
         First reset seed (default: the run's seed, as the RL evaluation).
     compare : bool, default True
@@ -262,8 +384,8 @@ def control(
     Raises
     ------
     StageSkipped
-        When the method cannot apply to the system (LQR or a tracking cost without a target state);
-        a ``ValueError``.
+        When the method cannot apply to the system (no target given and no steady state of the learned
+        model in the data box, for LQR or a tracking cost); a ``ValueError``.
     """
     if method not in METHODS:
         raise ValueError(f"control method must be one of {METHODS}, got {method!r}")
@@ -282,24 +404,48 @@ def control(
     probe.close()
     bounds = (low, high)
     tgt = _target(run, target, n_x)
+    design = _Design(run, dyn, low, high, echo)
+    box = design.termination()
     row: dict = {}
     reset_hook: Callable[[], None] | None = None
     if method == "lqr":
-        if tgt is None:
-            raise StageSkipped(f"LQR needs an equilibrium guess: pass --target or set stages.control.target "
-                               f"({n_x} values for {run.obs_names})")
         span_x, span_u = _spans(run, dyn, low, high)
-        ctl = LQR(dyn, Q=1.0 / span_x**2, R=1.0 / span_u**2, x_guess=tgt, action_bounds=bounds)
+        if tgt is not None:
+            eq_kw: dict = dict(x_guess=tgt)
+            origin = "the given target" if target is not None else "the known reward's maximiser"
+        else:
+            ss = design.steady_state("LQR needs an equilibrium and no target is given")
+            eq_kw = dict(x_eq=ss.x, u_eq=ss.u)
+            origin = "the steady state the reward prefers"
+        try:
+            ctl = LQR(dyn, Q=1.0 / span_x**2, R=1.0 / span_u**2, action_bounds=bounds, **eq_kw)
+        except ValueError as e:
+            if tgt is not None:
+                raise
+            raise StageSkipped(f"LQR at the steady state the reward prefers cannot be designed: {e}") from None
         eig = np.abs(ctl.closed_loop_eigenvalues)
+        notes = f"local design at x*={np.round(ctl.x_eq, 3).tolist()} ({origin}), spectral radius {eig.max():.3f}"
         row.update(label="LQR (learned model)", equilibrium_x=ctl.x_eq.tolist(), equilibrium_u=ctl.u_eq.tolist(),
-                   closed_loop_eigenvalues_abs=eig.tolist(), spectral_radius=float(eig.max()),
-                   notes=f"local design at x*={np.round(ctl.x_eq, 3).tolist()}, spectral radius {eig.max():.3f}")
-        echo(f"[control] LQR at x*={np.round(ctl.x_eq, 4).tolist()} u*={np.round(ctl.u_eq, 4).tolist()}; "
+                   equilibrium_source=origin, closed_loop_eigenvalues_abs=eig.tolist(),
+                   spectral_radius=float(eig.max()))
+        if box is not None:
+            inside = box.contains(ctl.x_eq)
+            row["equilibrium_inside_termination_box"] = inside
+            notes += f"; equilibrium {'inside' if inside else 'OUTSIDE'} the episode-end box"
+            echo(f"[control] LQR equilibrium {'lies inside' if inside else 'lies OUTSIDE'} the episode-end box "
+                 f"{box.describe(run.obs_names)}")
+        row["notes"] = notes
+        echo(f"[control] LQR at x*={np.round(ctl.x_eq, 4).tolist()} u*={np.round(ctl.u_eq, 4).tolist()} ({origin}); "
              f"|eig(A-BK)| = {np.round(eig, 3).tolist()}")
         act: Callable = ctl.act
     else:
-        c = _cost(run, cost, tgt, dyn, low, high)
-        kw = dict(horizon=horizon, action_bounds=bounds)
+        c = design.cost(cost, tgt)
+        kw: dict = dict(horizon=horizon, action_bounds=bounds)
+        if box is not None:
+            span_x, _ = _spans(run, dyn, low, high)
+            # the squared penalty lets a plan that rides the edge cross it by ~1e-4 spans: aim a little inside
+            margin = BOX_MARGIN * span_x
+            kw.update(soft_state_bounds=(box.low + margin, box.high - margin), soft_state_scale=span_x)
         if solver == "c":
             from .codegen import CompiledMPC
 
@@ -307,7 +453,13 @@ def control(
         else:
             ctl = MPC(dyn, c, solver=solver, **kw)
         row.update(label=f"MPC ({'generated C' if solver == 'c' else solver}, horizon {horizon})",
-                   horizon=horizon, solver=solver, cost=c.describe())
+                   horizon=horizon, solver=solver, cost=c.describe(), description=ctl.describe(),
+                   termination_constraint=box is not None)
+        if box is not None:
+            row["termination_box"] = box.describe(run.obs_names)
+            echo(f"[control] MPC keeps its predicted states in the episode-end box {box.describe(run.obs_names)} "
+                 f"(soft: penalty {ctl.soft_state_weight:g} on the squared violation in data-span units, "
+                 f"aiming {BOX_MARGIN:g} spans inside)")
         failures = [0]
 
         def reset_hook() -> None:
@@ -330,13 +482,13 @@ def control(
                wall_seconds=time.time() - t0)
     if method == "mpc":
         row["failures"] = int(failures[0] + ctl.failures)
-        row["notes"] = f"{row['cost']}; {row['failures']} failed solves (previous plan used)"
+        row["notes"] = f"{row['description']}; {row['failures']} failed solves (previous plan used)"
     echo(f"[control] {row['label']}: return {rets.mean():.1f} ± {rets.std():.1f} over {n_episodes} episodes "
          f"(seeds {seed}..{seed + n_episodes - 1}), {ms_mean:.2f} ms per step")
 
     doc = _read_control(run)
     doc.update(env_id=run.config.env.id, seed=seed, episodes=n_episodes,
-               dynamics_hash=dyn.content_hash())
+               dynamics_hash=dyn.content_hash(), **design.doc)
     key = method if method == "lqr" or solver == "ipopt" else f"mpc_{solver}"
     run.save_trace(key, rets.trace)
     row.update(episodes=n_episodes, seed=seed)
@@ -348,9 +500,13 @@ def control(
     out = {p + "return_mean": row["return_mean"], p + "return_std": row["return_std"],
            p + "return_min": row["return_min"], p + "step_ms": ms_mean, p + "episodes": n_episodes}
     if method == "mpc":
-        out.update({p + "failures": row["failures"], p + "horizon": horizon, p + "solver": solver})
+        out.update({p + "failures": row["failures"], p + "horizon": horizon, p + "solver": solver,
+                    p + "termination_constraint": row["termination_constraint"]})
     else:
         out[p + "spectral_radius"] = row["spectral_radius"]
+        if "equilibrium_inside_termination_box" in row:
+            out[p + "equilibrium_inside_termination_box"] = row["equilibrium_inside_termination_box"]
+    out.update(design.figures)
     out["real_steps_control"] = real.steps
     return out
 

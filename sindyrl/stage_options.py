@@ -120,7 +120,7 @@ class ControlOptions(StageOptions):
     Attributes
     ----------
     methods : list of {"lqr", "mpc"}
-        Controllers to design (a method that cannot apply, e.g. LQR without a target, is left out).
+        Controllers to design (a method that cannot apply, e.g. LQR on a model without a steady state, is left out).
     horizon : int
         MPC horizon (steps).
     n_episodes : int
@@ -132,7 +132,8 @@ class ControlOptions(StageOptions):
         MPC stage cost: the negative reward (CasADi form of a known reward, else the learned reward
         model) or quadratic tracking of ``target``; ``auto`` prefers the reward.
     target : list of float, optional
-        Target state (LQR equilibrium guess, tracking target); default: the maximiser of a built-in reward.
+        Target state (LQR equilibrium guess, tracking target); default: the maximiser of a built-in reward,
+        else the steady state of the learned model the reward prefers within the data box.
     seed : int, optional
         First reset seed (default: the run's seed, as the RL evaluation).
     compare : bool

@@ -433,3 +433,178 @@ def test_example_control_design_runs_on_a_tiny_budget():
     assert "LQR from 10 starts within 0.2 rad: 100% end within 0.05 rad" in out
     assert "generated C vs Python sqpmethod on the same states: max |du| = 0.0e+00" in out or (
         "max |du| = " in out and float(out.split("max |du| = ")[1].split(";")[0]) < 1e-8)
+
+
+# --------------------------------------- a system the stage has never seen
+# tests/toy_envs.py: "module:Class" linear systems with "module:function" numpy rewards that have no CasADi
+# form and no known target; the stage must build its cost, equilibrium and constraints from the run alone.
+def toy_run(root, env: str, reward: str, seed: int, steps: int = 1000):
+    from sindyrl.config import LibraryConfig, config_from_dict
+    from sindyrl.data import collect
+    from sindyrl.regression import fit_sparse_regression
+    from sindyrl.runs import Run
+
+    cfg = config_from_dict({"env": {"id": f"toy_envs:{env}"}, "reward": {"known": f"toy_envs:{reward}"},
+                            "seed": seed})
+    run = Run.create(cfg, root=root, name=env)
+    buf = collect(run.make_env(), steps, seed=seed)
+    buf.save(run.data_path)
+    model, _ = fit_sparse_regression(buf.obs, buf.actions, buf.next_obs, LibraryConfig(degree=1),
+                                     run.obs_names + run.action_names, run.obs_names, 0.02, 1e-5, 1, seed,
+                                     discrete_time=True, name="dynamics")
+    run.save_model("dynamics", model)
+    return run
+
+
+def zero_action_return(run, n: int, seed: int) -> float:
+    return float(evaluate_policy(lambda o: np.zeros(1), run.make_env, n_episodes=n, seed=seed).mean())
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))  # toy_envs, as a "module:Class" env id names it
+    return tmp_path_factory.mktemp("toy_runs")
+
+
+def test_control_stage_without_target_finds_the_steady_state_the_reward_prefers(toy_dir, seed):
+    import json
+
+    import toy_envs
+
+    from controllers.stage import stage
+
+    run = toy_run(toy_dir / f"peaked{seed}", "PeakedEnv", "peaked_reward", seed)
+    lines: list[str] = []
+    out = stage(run, n_episodes=3, horizon=20, compare=False, echo=lambda *a: lines.append(" ".join(map(str, a))))
+    # the analytic optimum over the steady states x = (u / 2, 0): u* = 0.857, x* = (0.429, 0)
+    np.testing.assert_allclose(out["control_steady_state_x"], toy_envs.PeakedEnv.STEADY_X, atol=1e-3)
+    np.testing.assert_allclose(out["control_steady_state_u"], toy_envs.PeakedEnv.STEADY_U, atol=1e-3)
+    assert any("steady state the reward prefers" in ln for ln in lines)
+    # the reward model is exact here (a quadratic in a degree-2 library) and is the MPC cost
+    assert out["control_reward_fit_accurate"] and out["control_reward_fit_heldout_error"] < 1e-6
+    doc = json.loads((run.path / "control.json").read_text())
+    assert doc["controllers"]["mpc"]["cost"] == "negative learned reward model 'reward_fit'"
+    np.testing.assert_allclose(doc["controllers"]["lqr"]["equilibrium_x"], toy_envs.PeakedEnv.STEADY_X, atol=1e-3)
+    assert doc["steady_state"]["found"] and doc["reward_fit"]["path"] == "models/reward_fit.json"
+    assert run.load_model("reward_fit").metadata["accurate"] is True
+    # both beat doing nothing on the real env (the zero action lets the state decay to the origin)
+    zero = zero_action_return(run, 3, seed)
+    assert out["control_lqr_return_mean"] > zero + 5 and out["control_mpc_return_mean"] > zero + 5
+    assert out["real_steps_control"] == 2 * 3 * 50
+
+
+def test_reward_fit_is_checked_on_held_out_episodes(toy_dir, seed):
+    import toy_envs
+
+    from controllers.reward_fit import MAX_HELDOUT_ERROR, fit_known_reward
+
+    buf = collect(toy_envs.PeakedEnv(), 1000, seed=seed)
+    fit = fit_known_reward(toy_envs.peaked_reward, buf, ["x0", "x1"], ["u0"], seed=seed)
+    assert fit.accurate and fit.heldout_error < 1e-6 and fit.max_error == MAX_HELDOUT_ERROR == 0.1
+    assert fit.n_train + fit.n_heldout == len(buf) and fit.n_heldout >= 100  # whole episodes held out
+    got = fit.model.evaluate(np.concatenate([buf.obs, buf.actions], axis=1))[:, 0]
+    np.testing.assert_allclose(got, toy_envs.peaked_reward(buf.obs, buf.actions, buf.next_obs), atol=1e-6)
+    # a step reward: a polynomial model misses it by far on the held-out episodes
+    bad = fit_known_reward(toy_envs.notched_reward, buf, ["x0", "x1"], ["u0"], seed=seed)
+    assert not bad.accurate and bad.heldout_error > 0.3 and "not accurate" in bad.describe()
+    with pytest.raises(ValueError, match="returned shape"):
+        fit_known_reward(lambda o, a, n: np.zeros(3), buf, ["x0", "x1"], ["u0"])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fit_known_reward(lambda o, a, n: np.full(len(o), np.nan), buf, ["x0", "x1"], ["u0"])
+
+
+def test_a_reward_that_cannot_be_fitted_falls_back_to_tracking_with_a_message(toy_dir, seed):
+    import json
+
+    from controllers.stage import control
+
+    run = toy_run(toy_dir / f"notched{seed}", "NotchedEnv", "notched_reward", seed)
+    lines: list[str] = []
+    out = control(run, method="mpc", horizon=20, n_episodes=3, compare=False,
+                  echo=lambda *a: lines.append(" ".join(map(str, a))))
+    assert any("not accurate enough to be the MPC cost" in ln for ln in lines)
+    assert out["control_reward_fit_accurate"] is False
+    row = json.loads((run.path / "control.json").read_text())["controllers"]["mpc"]
+    assert row["cost"].startswith("quadratic tracking of")
+    # the tracked steady state earns the reward (1 inside the notch around x0 = 0.6)
+    assert out["control_steady_state_reward"] == 1.0
+    assert out["control_mpc_return_mean"] > zero_action_return(run, 3, seed) + 10
+    with pytest.raises(ValueError, match="not accurate enough"):
+        control(run, method="mpc", cost="reward", n_episodes=1, compare=False, echo=lambda *a: None)
+
+
+def test_no_steady_state_skips_with_the_reason(toy_dir, seed):
+    from controllers.stage import stage
+    from sindyrl.stage_options import StageSkipped
+
+    run = toy_run(toy_dir / f"drift{seed}", "DriftEnv", "drift_reward", seed, steps=400)
+    with pytest.raises(StageSkipped, match=r"LQR: LQR needs an equilibrium.*no steady state f\(x, u\) = x"):
+        stage(run, n_episodes=1, compare=False, echo=lambda *a: None)
+
+
+def test_mpc_soft_box_keeps_the_predicted_states_inside():
+    # LinearEnv's dynamics; a reward that pulls x0 to 0.6, a box that stops it at 0.3
+    A, B = np.array([[1.0, 0.1], [-0.2, 0.95]]), np.array([0.0, 0.1])
+    model = SparseModel(["x0", "x1", "u"], ["x0", "x1"], [((0, "pow", 1),), ((1, "pow", 1),), ((2, "pow", 1),)],
+                        np.column_stack([A, B]), name="dynamics")
+
+    def reward(x, u):
+        return -((x[0] - 0.6) ** 2 + x[1] ** 2 + 0.1 * u[0] ** 2)
+
+    box = ([-np.inf, -np.inf], [0.3, np.inf])
+    free = MPC(model, RewardCost(reward), horizon=40, action_bounds=([-1.0], [1.0]))
+    boxed = MPC(model, RewardCost(reward), horizon=40, action_bounds=([-1.0], [1.0]), soft_state_bounds=box,
+                soft_state_scale=[2.0, 2.0])
+    assert "soft state box x0 in [-inf, 0.3] (penalty 10000" in boxed.describe()
+    for x0 in ([0.0, 0.0], [-0.5, 0.3], [0.2, 0.1]):
+        s_free, s_box = free.solve(x0), boxed.solve(x0)
+        assert s_free.success and s_box.success
+        assert s_free.plan_x[1:, 0].max() > 0.38
+        assert s_box.plan_x[1:, 0].max() <= 0.3 + 1e-3
+    # moving fast towards the edge, no action can stop x0 before 0.319 (u = -1 throughout): the soft box keeps
+    # the problem feasible and the overshoot at that least one
+    s_box = boxed.solve([0.25, 0.4])
+    assert s_box.success and 0.3 < s_box.plan_x[1:, 0].max() <= 0.3191 + 1e-3
+    np.testing.assert_allclose(s_box.plan_u[:2, 0], -1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="soft_state_scale"):
+        MPC(model, RewardCost(reward), horizon=5, soft_state_bounds=box, soft_state_scale=[1.0, 0.0])
+    with pytest.raises(ValueError, match="soft_state_weight"):
+        MPC(model, RewardCost(reward), horizon=5, soft_state_bounds=box, soft_state_weight=-1.0)
+
+
+def test_control_stage_keeps_mpc_inside_the_episode_end_box(toy_dir, seed):
+    import toy_envs
+
+    from controllers.stage import stage
+    from controllers.termination_box import termination_box
+
+    run = toy_run(toy_dir / f"boxed{seed}", "BoxedEnv", "alive_peaked_reward", seed, steps=1500)
+    box = termination_box(run)  # fitted to the data's terminated flags: x0 > ~0.3
+    assert box is not None and 0.25 < box.high[0] <= toy_envs.BoxedEnv.X0_MAX and np.isinf(box.high[1])
+    lines: list[str] = []
+    out = stage(run, n_episodes=3, horizon=20, compare=False, echo=lambda *a: lines.append(" ".join(map(str, a))))
+    assert out["control_mpc_termination_constraint"] is True
+    assert out["control_lqr_equilibrium_inside_termination_box"] is False  # x0* = 0.43 > 0.3
+    assert any("MPC keeps its predicted states in the episode-end box" in ln for ln in lines)
+    trace = np.load(run.path / "traces" / "mpc.npz")
+    assert trace["obs"][:, 0].max() <= toy_envs.BoxedEnv.X0_MAX  # the real episode did not end
+    # the same MPC without the box runs into the episode end
+    doc_cost = RewardCost(run.load_model("reward_fit"))
+    free = MPC(run.load_model("dynamics"), doc_cost, horizon=20, action_bounds=([-1.0], [1.0]))
+    free_ret = evaluate_policy(free.act, run.make_env, n_episodes=3, seed=seed).mean()
+    assert out["control_mpc_return_mean"] > free_ret + 5
+
+
+def test_builtin_box_forms_agree_with_the_builtin_terminations():
+    from controllers.termination_box import BUILTIN_BOXES, box_from_conditions
+    from sindyrl.termination import BUILTIN_TERMINATIONS
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-0.5, 0.5, size=(2000, 4))
+    for key, conds in BUILTIN_BOXES.items():
+        box = box_from_conditions(conds, 4, key)
+        inside = np.all((X >= box.low) & (X <= box.high), axis=1)
+        np.testing.assert_array_equal(~inside, BUILTIN_TERMINATIONS[key](X, None, X))

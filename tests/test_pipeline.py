@@ -12,8 +12,8 @@ from sindyrl.pipeline import STAGES, real_steps_total, record_summary, run_pipel
 from sindyrl.runs import Run
 from sindyrl.stage_options import ControlOptions, HILOptions, StageSkipped
 
-# a custom linear system with a known numpy reward that has no CasADi form and no target state:
-# the control stage cannot build an MPC cost or an LQR equilibrium guess for it
+# a custom linear system with a known numpy reward that has no CasADi form and no target state: the control
+# stage fits a reward model for the MPC cost and finds the LQR equilibrium itself
 TOY = {
     "name": "toy", "seed": 0,
     "env": {"id": "toy_envs:LinearEnv", "kwargs": {"horizon": 20}},
@@ -80,17 +80,23 @@ def test_summary_skips_merge_and_real_steps_add_up(tmp_path):
     assert s["skipped"] == {"robust": "not configured"}
 
 
+# a drifting system (no action holds its state) with a step reward no polynomial fits: neither an LQR
+# equilibrium nor an MPC cost exists, and the control stage is skipped
+DRIFT = {**TOY, "env": {"id": "toy_envs:DriftEnv"}, "reward": {"known": "toy_envs:drift_reward"}}
+
+
 def test_a_run_whose_control_stage_cannot_apply_completes(tmp_path, capsys):
     from sindyrl.cli import main
 
     cfg_file = tmp_path / "toy.yaml"
-    cfg_file.write_text(yaml.safe_dump(TOY))
+    cfg_file.write_text(yaml.safe_dump(DRIFT))
     code = main(["run", str(cfg_file), "--runs-dir", str(tmp_path / "runs"), "--name", "toy", "--skip", "export,hil",
                  "--quiet"])
     assert code == 0
     run = Run.open(tmp_path / "runs" / "toy")
     s = run.read_summary()
     assert "target state" in s["skipped"]["control"] and "LQR" in s["skipped"]["control"]
+    assert "no steady state" in s["skipped"]["control"]
     assert s["skipped"]["export"] == s["skipped"]["hil"] == "skipped by the user"
     assert s["skipped"]["robust"].startswith("not configured")
     assert set(s["skipped"]) == {"control", "export", "hil", "robust"}
@@ -104,9 +110,30 @@ def test_a_run_whose_control_stage_cannot_apply_completes(tmp_path, capsys):
     assert "skipped: control" in out
     # the explicit command still fails, with the reason
     assert main(["control", str(run.path)]) == 2
-    assert "a quadratic tracking cost needs a target state: pass --target" in capsys.readouterr().err
+    assert "a quadratic tracking cost needs a target state (pass --target" in capsys.readouterr().err
     with pytest.raises(StageSkipped, match="target state"):
         run_stage(run, "control", echo=lambda *a: None, skip_ok=False)
+
+
+def test_the_control_stage_applies_to_a_custom_system_with_a_numpy_reward(tmp_path):
+    import numpy as np
+
+    from sindyrl.cli import main
+
+    cfg_file = tmp_path / "toy.yaml"
+    cfg_file.write_text(yaml.safe_dump({**TOY, "stages": {"control": {"n_episodes": 2, "horizon": 10}}}))
+    assert main(["run", str(cfg_file), "--runs-dir", str(tmp_path / "runs"), "--name", "toy", "--skip",
+                 "export,hil,report", "--quiet"]) == 0
+    run = Run.open(tmp_path / "runs" / "toy")
+    s = run.read_summary()
+    assert "control" not in s["skipped"]
+    # reward -(|x|^2 + 0.1 u^2): fitted exactly, and its best steady state is the origin
+    assert s["control_reward_fit_accurate"] is True and s["control_reward_fit_heldout_error"] < 1e-6
+    np.testing.assert_allclose(s["control_steady_state_x"], [0.0, 0.0], atol=1e-3)
+    assert s["control_lqr_spectral_radius"] < 1 and s["control_mpc_episodes"] == 2
+    assert s["real_steps_control"] >= 2 * 2 * 20  # two controllers, two 20-step episodes each (+ the comparison)
+    assert s["real_steps_total"] == real_steps_total(s)
+    assert run.model_path("reward_fit").is_file()
 
 
 def test_pipeline_prints_skips_and_the_real_steps_table(tmp_path):
