@@ -104,10 +104,10 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="main-job-sweep", help="sweep directory (reused: finished trials are kept)")
     p.add_argument("--write-docs", action="store_true", help="rewrite the dyna section and docs/results/main_job.json")
     args = p.parse_args(argv)
-    from sindyrl.sweep import run_sweep
+    from sindyrl.pipeline import sweep
 
     t0 = time.time()
-    out = run_sweep(args.config, seeds=args.seeds, workers=args.workers, runs_dir=args.runs_dir, name=args.name,
+    out = sweep(args.config, seeds=args.seeds, workers=args.workers, runs_dir=args.runs_dir, name=args.name,
                     stages=STAGES, echo=lambda *a: print(*a, flush=True))
     if out["failed"]:
         print(f"{out['failed']} trial(s) failed: not writing the docs", file=sys.stderr)
