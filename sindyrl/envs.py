@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import EnvConfig
 
-__all__ = ["make_env", "EnvSpec", "env_spec", "import_object", "KNOWN_NAMES"]
+__all__ = ["make_env", "EnvSpec", "env_spec", "import_object", "known_function", "KNOWN_NAMES"]
 
 #: Default observation/action names and (cos, sin) pairs of well-known envs.
 KNOWN_NAMES: dict[str, dict] = {
@@ -37,6 +37,18 @@ KNOWN_NAMES: dict[str, dict] = {
         "obs": ["th0", "th1", "th2", "vx", "vy", "w0", "w1", "w2"], "act": ["u0", "u1"], "unit_pairs": [],
     },
 }
+
+
+def known_function(spec: str, builtins: dict, what: str):
+    """A built-in function by name (``builtins[spec]``) or an imported ``"module:function"``; clear errors."""
+    if spec in builtins:
+        return builtins[spec]
+    if ":" in spec:
+        fn = import_object(spec, what)
+        if not callable(fn):
+            raise ValueError(f"{what} {spec!r} is not callable")
+        return fn
+    raise ValueError(f"{what} {spec!r}: not a built-in one ({', '.join(sorted(builtins))}) and not 'module:function'")
 
 
 def import_object(spec: str, what: str = "object"):

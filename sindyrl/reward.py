@@ -112,19 +112,9 @@ class KnownReward:
 
 def known_reward(spec: str) -> KnownReward:
     """Look up a built-in reward by name or env id, or import ``"module:function"``."""
-    if spec in BUILTIN_REWARDS:
-        return KnownReward(BUILTIN_REWARDS[spec], spec)
-    if ":" in spec:
-        from .envs import import_object
+    from .envs import known_function
 
-        fn = import_object(spec, "reward.known")
-        if not callable(fn):
-            raise ValueError(f"reward.known {spec!r} is not callable")
-        return KnownReward(fn, spec)
-    raise ValueError(
-        f"reward.known {spec!r}: not a built-in reward ({', '.join(sorted(BUILTIN_REWARDS))}) "
-        "and not 'module:function'"
-    )
+    return KnownReward(known_function(spec, BUILTIN_REWARDS, "reward.known"), spec)
 
 
 class SINDyReward:

@@ -77,17 +77,9 @@ class KnownTermination:
 
 def known_termination(spec: str) -> KnownTermination:
     """A built-in termination by name or env id, or ``"module:function"``."""
-    if spec in BUILTIN_TERMINATIONS:
-        return KnownTermination(BUILTIN_TERMINATIONS[spec], spec)
-    if ":" in spec:
-        from .envs import import_object
+    from .envs import known_function
 
-        fn = import_object(spec, "env.termination")
-        if not callable(fn):
-            raise ValueError(f"env.termination {spec!r} is not callable")
-        return KnownTermination(fn, spec)
-    raise ValueError(f"env.termination {spec!r}: not a built-in termination ({', '.join(sorted(BUILTIN_TERMINATIONS))}), "
-                     "'module:function', 'learned' or 'none'")
+    return KnownTermination(known_function(spec, BUILTIN_TERMINATIONS, "env.termination"), spec)
 
 
 @dataclass

@@ -52,7 +52,7 @@ def test_resolve_termination_sources(tmp_path):
     assert resolve_termination(None, "my:Env", buf, names) is None
     with pytest.raises(ValueError, match="no terminated episode"):
         resolve_termination("learned", "my:Env", buf, names)
-    with pytest.raises(ValueError, match="not a built-in termination"):
+    with pytest.raises(ValueError, match="env.termination .bogus.: not a built-in one"):
         resolve_termination("bogus", "my:Env", buf, names)
     assert resolve_termination("toy_envs:termination", "my:Env", buf, ["x0", "x1"]).name == "toy_envs:termination"
 
