@@ -34,7 +34,8 @@ __all__ = ["write_report", "headline_figures", "controller_rows"]
 _OWN_PLOTS = {"learning_curve.png", "model_rollout.png", "policy_comparison.png", "returns.png", "closed_loop.png"}
 
 #: per-stage real-step keys: summary key -> label (others named real_steps_<stage> are added as they come)
-_STEP_LABELS = {"real_steps_collect": "training: collection", "real_steps_eval": "training: evaluation"}
+_STEP_LABELS = {"real_steps_collect": "training: collection", "real_steps_eval": "training: evaluation",
+                "real_steps_final_eval": "training: final evaluation"}
 
 
 # ------------------------------------------------------------------ figures
