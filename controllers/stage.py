@@ -358,7 +358,8 @@ def control(
     horizon : int, default 30
         MPC horizon (steps).
     n_episodes : int, optional
-        Real episodes (default 5, ``ControlOptions.n_episodes``: real steps are expensive).
+        Real episodes (default: as many as the run's final evaluation, ``Run.confirm_episodes``: real steps
+        are expensive).
     solver : {"ipopt", "sqpmethod", "c"}, default "ipopt"
         MPC solver; ``"c"`` runs the generated sqpmethod/qrqp C (built under
         ``<run>/controllers/build``).
@@ -396,7 +397,7 @@ def control(
     if dyn.outputs != list(run.obs_names):
         raise ValueError(f"{run.model_path('dynamics')}: outputs {dyn.outputs} do not match the env's "
                          f"observations {run.obs_names}")
-    n_episodes = int(n_episodes if n_episodes is not None else ControlOptions.n_episodes)
+    n_episodes = int(n_episodes if n_episodes is not None else run.confirm_episodes())
     seed = int(run.config.seed if seed is None else seed)
     probe = run.make_env()
     low = np.asarray(probe.action_space.low, dtype=np.float64).reshape(-1)
@@ -535,6 +536,7 @@ def stage(run: Run, echo: Callable[..., None] = print, **options) -> dict:
     if not out:
         raise StageSkipped("; ".join(f"{m.upper()}: {r}" for m, r in reasons.items()))
     if o.compare:
-        steps += compare_policies(run, o.n_episodes, int(run.config.seed if o.seed is None else o.seed))
+        steps += compare_policies(run, o.n_episodes or run.confirm_episodes(),
+                                  int(run.config.seed if o.seed is None else o.seed))
     out["real_steps_control"] = steps
     return out

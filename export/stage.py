@@ -192,7 +192,7 @@ def export_run(
         raise ValueError(f"export: tol must be >= 0, got {tol}")
     seed = int(run.config.seed if seed is None else seed)
     if n_episodes is None:
-        n_episodes = ExportOptions.n_episodes
+        n_episodes = run.confirm_episodes()
     if what == "all":
         todo = [w for w in FILES if _available(run, w)]
         if not todo:

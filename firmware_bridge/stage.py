@@ -66,6 +66,7 @@ def stage(run: Any, echo: Callable[..., None] = print, **options: Any) -> dict:
     if ref is not None:
         echo(f"[hil] Python reference: the {policy} policy's returns from the same reset seeds, measured in an "
              "earlier stage (no real episode spent on it again)")
-    report = run_hil(run, board=board, policy=policy, episodes=o.episodes, seed=o.seed, echo=echo,
+    episodes = o.episodes if o.episodes is not None else run.confirm_episodes()
+    report = run_hil(run, board=board, policy=policy, episodes=episodes, seed=o.seed, echo=echo,
                      reference_returns=ref, **extra)
     return {**report.summary(), "real_steps_hil": report.real_steps}

@@ -182,8 +182,9 @@ class DynaConfig:
     #: real evaluation episodes after every iteration (opt-in: they cost real steps; the learning curve
     #: is otherwise the return of the collected episodes plus the surrogate estimate)
     eval_episodes: int = 0
-    #: deterministic real episodes that confirm the result at the end (None: as many as half the
-    #: collected real steps pay for, 1 to 20, so evaluation never costs more than learning)
+    #: deterministic real episodes that confirm the result at the end (None: as many as a fifth of the
+    #: collected real steps pay for, 1 to 20; the later stages confirm on as many, so evaluation never costs
+    #: more than learning)
     final_eval_episodes: int | None = None
     #: stored real states the agent is assessed from in the surrogate after each iteration
     assess_starts: int = 256

@@ -106,12 +106,19 @@ def build_surrogate(cfg: Config, dynamics, reward, buffer: TransitionBuffer, spe
     )
 
 
+#: real evaluations that confirm a run by default, each as many episodes as the final one: the neural policy,
+#: the sparse policy, LQR, MPC and the board (whose Python reference reuses the sparse policy's returns)
+CONFIRMATIONS = 5
+
+
 def final_eval_episodes(cfg: Config, real_steps_collect: int, horizon: int | None) -> int:
-    """Episodes of the final real evaluation: ``dyna.final_eval_episodes``, or by default as many as half the
-    collected real steps pay for (at least 1, at most 20), so evaluation never costs more than learning."""
+    """Episodes of the final real evaluation: ``dyna.final_eval_episodes``, or by default as many as a fifth of
+    the collected real steps pay for (at least 1, at most 20). The later stages confirm on as many episodes
+    (:meth:`sindyrl.runs.Run.confirm_episodes`), so by default the run's real evaluation never costs more
+    than its training."""
     if cfg.dyna.final_eval_episodes is not None:
         return int(cfg.dyna.final_eval_episodes)
-    return int(min(20, max(1, real_steps_collect // (2 * max(int(horizon or 1000), 1)))))
+    return int(min(20, max(1, real_steps_collect // (CONFIRMATIONS * max(int(horizon or 1000), 1)))))
 
 
 def _save_agent(agent, path) -> None:

@@ -188,6 +188,12 @@ class Run:
         model.to_json(p)
         return p
 
+    def confirm_episodes(self) -> int:
+        """Real episodes a later stage confirms a controller on, by default: as many as the final evaluation of
+        the neural policy had (the same reset seeds), else 1."""
+        n = self.read_summary().get("eval_episodes")
+        return int(n) if n else 1
+
     def save_termination(self, rule) -> Path:
         """``models/termination.json``: a learned episode-end rule (:class:`sindyrl.termination.BoxTermination`)."""
         p = self.models_dir / "termination.json"

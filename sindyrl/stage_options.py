@@ -94,8 +94,9 @@ class ExportOptions(StageOptions):
         Parity states and evaluation resets (default: the run's seed).
     tol : float
         Largest accepted max-abs parity error.
-    n_episodes : int
-        Real episodes of the float/int8 return comparison (each policy; only with ``quantize``).
+    n_episodes : int, optional
+        Real episodes of the float/int8 return comparison (each policy; only with ``quantize``). Default: as
+        many as the run's final evaluation (``Run.confirm_episodes``).
     """
 
     _where = "stages.export"
@@ -105,12 +106,12 @@ class ExportOptions(StageOptions):
     n_states: int = 10_000
     seed: int | None = None
     tol: float = 1e-5
-    n_episodes: int = 5
+    n_episodes: int | None = None
 
     def validate(self, where: str) -> None:
         _at_least(self, where, "n_states", 0)
         _at_least(self, where, "tol", 0)
-        _at_least(self, where, "n_episodes", 1)
+        _at_least(self, where, "n_episodes", 1, allow_none=True)
 
 
 @dataclass
@@ -123,9 +124,11 @@ class ControlOptions(StageOptions):
         Controllers to design (a method that cannot apply, e.g. LQR on a model without a steady state, is left out).
     horizon : int
         MPC horizon (steps).
-    n_episodes : int
+    n_episodes : int, optional
         Real episodes per controller (and for the sparse policy of the comparison when distill did not
-        already evaluate it on the same seeds).
+        already evaluate it on the same seeds). Default: as many as the run's final evaluation
+        (``Run.confirm_episodes``), which is sized so that all the stages' real evaluation together costs
+        no more than the training's real steps.
     solver : {"ipopt", "sqpmethod", "c"}
         MPC solver; ``c`` builds and runs the generated sqpmethod/qrqp C.
     cost : {"auto", "reward", "quadratic"}
@@ -144,7 +147,7 @@ class ControlOptions(StageOptions):
 
     methods: list[Literal["lqr", "mpc"]] | Literal["lqr", "mpc"] = field(default_factory=lambda: ["lqr", "mpc"])
     horizon: int = 30
-    n_episodes: int = 5
+    n_episodes: int | None = None
     solver: Literal["ipopt", "sqpmethod", "c"] = "ipopt"
     cost: Literal["auto", "reward", "quadratic"] = "auto"
     target: list[float] | None = None
@@ -157,7 +160,7 @@ class ControlOptions(StageOptions):
         if not self.methods:
             raise _error(f"{where}.methods: give at least one of lqr, mpc")
         _at_least(self, where, "horizon", 1)
-        _at_least(self, where, "n_episodes", 1)
+        _at_least(self, where, "n_episodes", 1, allow_none=True)
 
 
 @dataclass
@@ -172,8 +175,9 @@ class HILOptions(StageOptions):
         emulated boards (docs/boards.md).
     policy : {"auto", "sparse", "neural"}
         ``auto``: the sparse policy when the run has one, else the neural agent.
-    episodes : int
-        Closed-loop real episodes on the board (the Python reference runs as many again).
+    episodes : int, optional
+        Closed-loop real episodes on the board. Default: as many as the run's final evaluation, whose
+        returns are then the Python reference (otherwise the reference runs as many real episodes again).
     seed : int, optional
         First reset seed (default: the run's seed).
     max_steps : int, optional
@@ -195,7 +199,7 @@ class HILOptions(StageOptions):
 
     board: Literal["auto", "host", "qemu", "mps2-an386", "stm32f405", "microbit", "onnx"] | None = "auto"
     policy: Literal["auto", "sparse", "neural"] = "auto"
-    episodes: int = 3
+    episodes: int | None = None
     seed: int | None = None
     max_steps: int | None = None
     timeout: float | None = None
@@ -208,7 +212,7 @@ class HILOptions(StageOptions):
     def validate(self, where: str) -> None:
         if self.board is None:
             self.board = "auto"
-        _at_least(self, where, "episodes", 1)
+        _at_least(self, where, "episodes", 1, allow_none=True)
         _at_least(self, where, "max_steps", 1, allow_none=True)
         _at_least(self, where, "timeout", 0, allow_none=True)
         _at_least(self, where, "retries", 0)

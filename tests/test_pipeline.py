@@ -43,7 +43,9 @@ def test_unknown_or_bad_stage_options_fail_at_load_with_the_key_path(stages, mat
 def test_stage_options_defaults_keep_real_evaluation_cheap():
     cfg = config_from_dict({"env": {"id": "X"}, "stages": {"control": {"methods": "mpc", "target": [1, 0]}}})
     assert cfg.stages.control == ControlOptions(methods=["mpc"], target=[1.0, 0.0])
-    assert cfg.stages.control.n_episodes == 5 and cfg.stages.hil.episodes == 3 and cfg.stages.export.n_episodes == 5
+    # None: as many as the final evaluation (Run.confirm_episodes), which is sized by the training's real steps
+    assert cfg.stages.control.n_episodes is None and cfg.stages.hil.episodes is None
+    assert cfg.stages.export.n_episodes is None
     assert cfg.stages.robust is None  # opt-in
     # the resolved config (config.yaml of a run) loads back to the same options
     from sindyrl.config import config_to_dict
