@@ -173,7 +173,7 @@ def refine_policy(
     horizon: int = 20,
     steps: int = 150,
     batch: int = 256,
-    lr: float = 0.01,
+    lr: float = 0.002,
     rounds: int = 3,
     threshold: float = 0.01,
     support: np.ndarray | None = None,
@@ -196,7 +196,7 @@ def refine_policy(
         Discount of the objective (the critic's own discount when there is a critic).
     horizon, steps, batch : int
         Rollout length, Adam steps in all (split evenly over ``rounds``), starts per step.
-    lr : float, default 0.01
+    lr : float, default 0.002
         Adam learning rate, in units of the coefficients' relative contributions.
     rounds : int, default 3
         Optimisation phases; a hard threshold after each phase but the last.

@@ -167,3 +167,34 @@ def test_refinement_without_a_critic_approaches_the_lqr_gain(seed):
     res = refine_policy(pol, TorchSurrogate(venv), horizon=80, steps=300, rounds=1, lr=0.05,
                         on_policy_fraction=0.0, seed=seed)
     np.testing.assert_allclose(-res.candidates[-1].coef[0, 1:], K[0], rtol=0.05)
+
+
+# ------------------------------------------------------------------ distill
+def test_distill_with_apg_refinement_beats_a_weak_teacher(seed):
+    from test_policy import NAMES, make_surrogate
+
+    from sindyrl.config import DistillConfig
+    from sindyrl.evaluation import assess_in_surrogate
+    from sindyrl.policy import distill
+
+    def teacher(o):  # too weak to hold the pendulum up: imitation copies that, refinement should not
+        return (-0.4 * o[:, 1] - 0.1 * o[:, 2])[:, None]
+
+    judge = make_surrogate(1, seed)
+    starts = judge.reset_states[:64]
+
+    def assess(act):
+        return assess_in_surrogate(act, judge, starts, seed=seed)
+
+    cfg = DistillConfig(degree=1, n_models=3, passes=1, n_rollouts=8, thresholds=[1e-3], alphas=[1e-8],
+                        refine="apg", refine_steps=120, refine_horizon=30, refine_rounds=2, refine_batch=64,
+                        refine_lr=0.05, refine_value="none")
+    lines = []
+    pol, hist = distill(teacher, lambda n: make_surrogate(n, seed), NAMES, ["u"], cfg, unit_pairs=[(0, 1)],
+                        action_bounds=([-2.0], [2.0]), echo=lines.append, seed=seed, assess=assess)
+    rec = hist[0]
+    # (seeds 0-4 gain 18 to 128 over the imitation's -330 to -360)
+    assert rec["refine_kept"] and rec["refined_surrogate_return_mean"] > rec["surrogate_return_mean"] + 5, rec
+    assert pol.model.metadata.get("refined") == "apg" and pol.nnz <= rec["nnz"]
+    assert assess(pol.act).mean == pytest.approx(rec["refined_surrogate_return_mean"])
+    assert any("[refine pass 1]" in line for line in lines)
