@@ -214,13 +214,14 @@ class DistillConfig:
     #: sparse models (sindyrl.policy_gradient), kept only where it beats the imitation policy's return
     refine: Literal["none", "apg"] = "none"
     refine_steps: int = 150
-    refine_horizon: int = 20
+    refine_horizon: int = 50
     refine_rounds: int = 3
     refine_batch: int = 256
     refine_lr: float = 0.002
     refine_threshold: float = 0.01
-    #: bootstrap at the horizon: the neural agent's critic, or none (the plain horizon-step return)
-    refine_value: Literal["critic", "none"] = "critic"
+    #: bootstrap at the horizon: the neural agent's critic, or none (the plain horizon-step return; on Pendulum
+    #: the critic, PPO's gamma-0.95 value, steered away from the undiscounted return and did not help)
+    refine_value: Literal["critic", "none"] = "none"
 
 
 @dataclass
