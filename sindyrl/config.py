@@ -211,6 +211,18 @@ class DistillConfig:
     #: real episodes of the sparse policy (None: as many as the neural policy's final evaluation, on the
     #: same starts, whose returns are reused; passes are chosen in the surrogate)
     eval_episodes: int | None = None
+    #: after imitation, "apg" climbs each pass's surrogate return by analytic policy gradients through the
+    #: sparse models (sindyrl.policy_gradient), kept only where it beats the imitation policy's return
+    refine: Literal["none", "apg"] = "none"
+    refine_steps: int = 150
+    refine_horizon: int = 50
+    refine_rounds: int = 3
+    refine_batch: int = 256
+    refine_lr: float = 0.002
+    refine_threshold: float = 0.01
+    #: bootstrap at the horizon: the neural agent's critic, or none (the plain horizon-step return; on Pendulum
+    #: the critic, PPO's gamma-0.95 value, steered away from the undiscounted return and did not help)
+    refine_value: Literal["critic", "none"] = "none"
 
 
 @dataclass
@@ -367,6 +379,10 @@ def _validate(cfg: Config) -> None:
     positive(cfg.dyna.max_extra_rounds, "dyna.max_extra_rounds", allow_zero=True)
     positive(cfg.dyna.final_eval_episodes, "dyna.final_eval_episodes")
     positive(cfg.env.max_episode_steps, "env.max_episode_steps")
+    for key in ("passes", "refine_steps", "refine_horizon", "refine_rounds", "refine_batch"):
+        positive(getattr(cfg.distill, key), f"distill.{key}")
+    positive(cfg.distill.refine_lr, "distill.refine_lr")
+    positive(cfg.distill.refine_threshold, "distill.refine_threshold", allow_zero=True)
     for i, p in enumerate(cfg.env.unit_pairs):
         if len(p) != 2:
             raise ConfigError(f"env.unit_pairs[{i}]: expected [cos_name, sin_name], got {p!r}")

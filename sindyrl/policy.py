@@ -9,7 +9,10 @@ Recipe (after the SINDy-RL paper, extended DAgger-style):
    search on held-out states (error measured after clipping to the action
    bounds), within a size budget;
 3. roll the *sparse* policy out in the surrogate, label the states it visits
-   with the neural action, add them to the data and refit; repeat.
+   with the neural action, add them to the data and refit; repeat;
+4. optionally (``distill.refine: apg``), climb each pass's own surrogate return by analytic policy gradients
+   through the sparse models (:mod:`sindyrl.policy_gradient`), on the pass's support, and keep the result
+   only where its surrogate return beats the imitation policy's.
 
 For unsquashed policies (PPO) the label is the network's mean before SB3's
 clip, limited to half a bound-width beyond the bounds: the polynomial then
@@ -19,6 +22,7 @@ flat plateaus of a clipped signal.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -246,6 +250,7 @@ def distill(
     if assess is not None:
         teacher_a = assess(neural_act)
         echo(f"[distill] teacher in the surrogate: {teacher_a.describe()}")
+    refiner = _refiner(cfg, venv, teacher, assess, seed, echo)
     for k in range(cfg.passes):
         fit = _fit_grid(X, Y, list(obs_names), list(action_names), low, high, cfg, max_nnz, seed + k)
         pol = SparsePolicy(fit.model)
@@ -267,8 +272,11 @@ def distill(
              f"held-out MSE {fit.val_error:.4g} (threshold {fit.threshold:g}, alpha {fit.alpha:g})"
              + (f", surrogate return {a.describe()}" if assess is not None else "")
              + (f", real return {rec['return_mean']:.1f} ± {rec['return_std']:.1f}" if evaluate else ""))
+        chosen = pol
+        if refiner is not None:
+            chosen, score = refiner(pol, score, rec)
         if best is None or score > best[0]:
-            best = (score, pol)
+            best = (score, chosen)
         if k + 1 < cfg.passes:
             # DAgger: states the sparse policy visits, labelled by the neural policy
             visited = _rollout_states(venv, pol.act, horizon)
@@ -276,6 +284,56 @@ def distill(
             Y = np.concatenate([Y, label(visited)])
     assert best is not None
     return best[1], history
+
+
+def _refiner(cfg: DistillConfig, venv, teacher, assess, seed: int, echo):
+    """``refine(pol, score, rec) -> (policy, score)`` for ``distill.refine: apg``, or None (with the reason said)."""
+    if cfg.refine == "none":
+        return None
+    if assess is None:
+        echo("[refine] skipped: refinement is judged by the surrogate return, and no assess= was given")
+        return None
+    import torch
+
+    from .policy_gradient import TorchSurrogate, agent_value, refine_policy
+    from .torch_reward import NoTorchReward
+
+    try:
+        surrogate = TorchSurrogate(venv, echo=echo)
+    except (ValueError, NoTorchReward) as e:
+        echo(f"[refine] skipped: {e}")
+        return None
+    value, gamma = None, 1.0
+    if cfg.refine_value == "critic" and hasattr(teacher, "policy"):
+        found = agent_value(teacher)
+        if found is None:
+            echo("[refine] the agent has no critic: no bootstrap at the horizon")
+        else:
+            value, gamma, what = found
+            echo(f"[refine] bootstrap at the horizon: {what}, discount {gamma:g}")
+
+    def refine(pol: SparsePolicy, score: float, rec: dict) -> tuple[SparsePolicy, float]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small batches: threads cost more than they give, and the machine is shared
+        try:
+            res = refine_policy(pol.model, surrogate, value=value, gamma=gamma, horizon=cfg.refine_horizon,
+                                steps=cfg.refine_steps, batch=cfg.refine_batch, lr=cfg.refine_lr,
+                                rounds=cfg.refine_rounds, threshold=cfg.refine_threshold, seed=seed + rec["pass"])
+        finally:
+            torch.set_num_threads(threads)
+        scored = [(assess(SparsePolicy(m).act), m) for m in res.candidates]
+        a, m = max(scored, key=lambda t: t[0].score)
+        kept = a.score > score
+        rec.update(refined_surrogate_return_mean=a.mean, refined_surrogate_return_worst_decile=a.worst_decile,
+                   refined_surrogate_failed_starts=a.n_failed, refined_nnz=m.nnz, refine_seconds=res.seconds,
+                   refine_kept=bool(kept), refine_rounds=res.history)
+        echo(f"[refine pass {rec['pass']}] {res.seconds:.1f} s: surrogate return {a.describe()} with {m.nnz} nonzero "
+             f"coefficients -> " + ("kept" if kept else "the imitation policy is better, kept it"))
+        if not kept:
+            return pol, score
+        return SparsePolicy(m.with_metadata(refined="apg")), a.score
+
+    return refine
 
 
 def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
@@ -304,8 +362,10 @@ def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
     def assess(act_batch):
         return assess_in_surrogate(act_batch, judge, starts, seed=cfg.seed + 31)
 
+    t0 = time.perf_counter()
     policy, history = distill(agent, make_surrogate, spec.obs_names, spec.action_names, dc, spec.unit_pairs,
                               max_nnz=budget, seed=cfg.seed, echo=echo, assess=assess)
+    seconds = time.perf_counter() - t0
     run.save_model("policy", policy.model)
     echo("  sparse policy:\n    " + "\n    ".join(policy.equations()))
     sparse_a = assess(policy.act)
@@ -333,7 +393,8 @@ def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
         **neural_a.summary("neural_policy_surrogate_"), **sparse_a.summary("sparse_policy_surrogate_"),
         "neural_policy_params": n_params, "sparse_policy_nnz": policy.nnz,
         "sparse_policy_size_ratio": policy.nnz / n_params, "distill_history": history,
-        "real_steps_distill": real_steps,
+        "real_steps_distill": real_steps, "distill_seconds": seconds,
+        "sparse_policy_refined": policy.model.metadata.get("refined", "none"),
     }
     echo(f"[distill] surrogate from {len(starts)} stored starts: neural {neural_a.describe()} | sparse "
          f"{sparse_a.describe()}")
