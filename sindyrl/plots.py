@@ -52,7 +52,7 @@ def plot_learning_curve(run: Run, summary: dict | None = None) -> Path | None:
     plt = _plt()
     # the agent of iteration k was trained on a model fitted to real_steps_fit real transitions
     x = np.array([r.get("real_steps_fit") or r["real_steps_collect"] for r in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 3.6))
     m = _column(rows, "surrogate_return_mean")
     if np.isfinite(m).any():
         ax.plot(x, m, "s-", color="tab:gray", label="surrogate estimate (stored starts)")
@@ -86,7 +86,8 @@ def plot_learning_curve(run: Run, summary: dict | None = None) -> Path | None:
     ax.set_xlabel("real environment steps the models were fitted on")
     ax.set_ylabel("episode return")
     ax.set_title(f"{run.config.env.id}: Dyna learning curve", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    # beside the axes: inside, it hides the points (the worst final episode among them)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, run, "learning_curve.png")
