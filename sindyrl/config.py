@@ -208,6 +208,9 @@ class DistillConfig:
     max_terms: int | None = None
     thresholds: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 3e-2])
     alphas: list[float] = field(default_factory=lambda: [1e-6, 1e-4, 1e-2])
+    #: labelled states the regression of a pass fits (a uniform, seeded subsample when there are more): on
+    #: 1,000-step tasks every pass would otherwise fit hundreds of thousands of states, for minutes
+    max_states: int = 50_000
     #: real episodes of the sparse policy (None: as many as the neural policy's final evaluation, on the
     #: same starts, whose returns are reused; passes are chosen in the surrogate)
     eval_episodes: int | None = None
@@ -373,6 +376,7 @@ def _validate(cfg: Config) -> None:
     positive(cfg.agent.steps_per_iteration, "agent.steps_per_iteration", allow_zero=True)
     positive(cfg.surrogate.bounds_margin, "surrogate.bounds_margin", allow_zero=True)
     positive(cfg.surrogate.horizon, "surrogate.horizon")
+    positive(cfg.distill.max_states, "distill.max_states")
     positive(cfg.dyna.iterations, "dyna.iterations")
     positive(cfg.dyna.eval_episodes, "dyna.eval_episodes", allow_zero=True)
     positive(cfg.dyna.assess_starts, "dyna.assess_starts")

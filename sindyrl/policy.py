@@ -252,7 +252,11 @@ def distill(
         echo(f"[distill] teacher in the surrogate: {teacher_a.describe()}")
     refiner = _refiner(cfg, venv, teacher, assess, seed, echo)
     for k in range(cfg.passes):
-        fit = _fit_grid(X, Y, list(obs_names), list(action_names), low, high, cfg, max_nnz, seed + k)
+        Xf, Yf = X, Y
+        if len(X) > cfg.max_states:
+            pick = np.sort(np.random.default_rng(seed + 31 * k).choice(len(X), cfg.max_states, replace=False))
+            Xf, Yf = X[pick], Y[pick]
+        fit = _fit_grid(Xf, Yf, list(obs_names), list(action_names), low, high, cfg, max_nnz, seed + k)
         pol = SparsePolicy(fit.model)
         rec = {"pass": k + 1, "n_states": len(X), "nnz": pol.nnz, "val_mse": fit.val_error,
                "threshold": fit.threshold, "alpha": fit.alpha}
