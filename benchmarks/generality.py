@@ -89,12 +89,15 @@ def run_system(name: str, runs_dir: str, seed: int, quick: bool) -> dict:
     if (path / "summary.json").is_file() and json.loads((path / "summary.json").read_text()).get("report_html"):
         run = Run.open(path)  # finished earlier: reuse it
     else:
-        if path.exists():
-            import shutil
+        if (path / "config.yaml").is_file() and _same_learning(Run.open(path).config, cfg):
+            run = Run.open(path)  # interrupted: the pipeline resumes (the Dyna loop from its last checkpoint)
+        else:
+            if path.exists():
+                import shutil
 
-            shutil.rmtree(path)
-        run = Run.create(cfg, root=path.parent, name=path.name)
-        log = open(path / "pipeline.log", "w")
+                shutil.rmtree(path)
+            run = Run.create(cfg, root=path.parent, name=path.name)
+        log = open(path / "pipeline.log", "a")
         try:
             run_pipeline(run.config, run, echo=lambda *a: print(*a, file=log, flush=True), progress_bar=False)
         finally:
@@ -127,6 +130,16 @@ def run_system(name: str, runs_dir: str, seed: int, quick: bool) -> dict:
         span = out["sac"] - out["random"]
         out[f"{k}_how_far"] = None if v is None or abs(span) < 1e-9 else float((v - out["random"]) / span)
     return out
+
+
+def _same_learning(a, b) -> bool:
+    """The same run but for the later stages' options (whose defaults may have changed since it started)."""
+    from sindyrl.config import config_to_dict
+
+    da, db = config_to_dict(a), config_to_dict(b)
+    for d in (da, db):
+        d.pop("stages", None)
+    return da == db
 
 
 def _sac(make_env, n_steps: int, n_eval: int, seed: int) -> float:
