@@ -332,11 +332,47 @@ def _equations(run: Run) -> _Section:
         plain = "\n".join(m.equations(lhs=lhs))
         sec.md.append(f"```\n{plain}\n```\n")
         sec.html.append(f"<details><summary>plain text</summary><pre>{_esc(plain)}</pre></details>")
+        sel = (m.metadata or {}).get("selection")
+        if isinstance(sel, dict) and sel.get("candidates"):
+            sec.table(_selection_table(sel))
     if run.config.reward.known_spec:
         sec.text(f"Reward: the known function '{run.config.reward.known_spec}'.")
+    term = _termination_text(run)
+    if term:
+        sec.text(term)
     if not any_model:
         sec.text("(no models yet)")
     return sec
+
+
+def _selection_table(sel: dict) -> _Table:
+    """``library: auto``'s candidates, by error, with the choice (*) and the most accurate one (b) marked."""
+    t = _Table(["", f"candidate ({sel.get('what', 'model')})", "threshold", "nonzero / terms",
+                f"held-out error ({sel.get('metric', '')})"])
+    cands = list(enumerate(sel["candidates"]))
+    cands.sort(key=lambda ic: (ic[1].get("error") is None, ic[1].get("error") or 0.0))
+    for i, c in cands[:12]:
+        mark = "*" if i == sel.get("chosen") else "b" if i == sel.get("best") else ""
+        err = c.get("error")
+        t.add(mark, c.get("label", ""), _g(c.get("threshold")), f"{c.get('nnz')} / {c.get('n_terms')}",
+              "diverged" if err is None else _g(err))
+    return t
+
+
+def _termination_text(run: Run) -> str:
+    """Where surrogate episodes end: the learned rule, or the known function, or nothing."""
+    from .termination import BUILTIN_TERMINATIONS
+
+    rule = run.load_termination()
+    if rule is not None:
+        return (f"Episode ends in the surrogate: {rule.describe()} (on the fitting data: "
+                f"{100 * rule.recall_:.0f}% of the ends found, {100 * rule.false_alarm_:.2f}% false alarms).")
+    spec = run.config.env.termination
+    if spec not in (None, "none", "learned"):
+        return f"Episode ends in the surrogate: the known function '{spec}'."
+    if spec is None and run.config.env.id in BUILTIN_TERMINATIONS:
+        return f"Episode ends in the surrogate: the built-in termination of {run.config.env.id}."
+    return ""
 
 
 def _plots(run: Run, h: dict) -> _Section:
