@@ -343,9 +343,12 @@ class SINDyDynamics:
         scale = np.maximum(buffer.next_obs.std(0), 1e-8)
 
         def rollout_error(model: SparseModel) -> float:
+            # the median window's RMS error: on an unstable or chaotic system a few open-loop windows diverge
+            # for every candidate, and a plain RMS over all windows would rank by those alone
             traj = rollout(model, x0, acts)[:, 1:]
             with np.errstate(all="ignore"):
-                err = float(np.sqrt(np.mean(((traj - truth) / scale) ** 2)))
+                per_window = np.sqrt(np.mean(((traj - truth) / scale) ** 2, axis=(1, 2)))
+                err = float(np.median(np.where(np.isfinite(per_window), per_window, np.inf)))
             return err if np.isfinite(err) else float("inf")
 
         def add_identity(coef: np.ndarray, terms: list) -> np.ndarray:
