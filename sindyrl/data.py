@@ -92,6 +92,12 @@ class TransitionBuffer:
         if len(other):
             self.add(*(getattr(other, f) for f in _FIELDS))
 
+    def episode_limit(self) -> int | None:
+        """The longest episode the env itself cut (truncated, not terminated): its time limit as the data show
+        it, for envs that do not declare one (a ``"module:Class"`` without a TimeLimit); None without one."""
+        eps = [e for e in self.episodes() if self.truncated[e[-1]] and not self.terminated[e[-1]]]
+        return max((len(e) for e in eps), default=None)
+
     def state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """The data box: per-observation (low, high) over ``obs`` and ``next_obs`` together."""
         if len(self) == 0:

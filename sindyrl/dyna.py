@@ -95,7 +95,7 @@ def build_surrogate(cfg: Config, dynamics, reward, buffer: TransitionBuffer, spe
     if isinstance(termination, str) and termination == "auto":
         termination = resolve_termination(cfg.env.termination, cfg.env.id, buffer, spec.obs_names)
 
-    horizon = cfg.surrogate.horizon or spec.horizon or 1000
+    horizon = cfg.surrogate.horizon or spec.horizon or buffer.episode_limit() or 1000
     lo, hi = buffer.state_bounds()
     obs_space = gym.spaces.Box(spec.obs_low.astype(np.float32), spec.obs_high.astype(np.float32), dtype=np.float32)
     act_space = gym.spaces.Box(spec.act_low.astype(np.float32), spec.act_high.astype(np.float32), dtype=np.float32)
@@ -218,6 +218,7 @@ class Dyna:
         self.spec = run.spec
         self.agent = None
         self.last_choice: dict = {}
+        self._episode_limit: int | None = None
         self.board = DynaBoard(run.path, enabled=False)
 
     # ----------------------------------------------------------- helpers
@@ -388,6 +389,7 @@ class Dyna:
 
         set_random_seed(cfg.seed)
         buffer = self._initial_data(state)
+        self._episode_limit = buffer.episode_limit()
         if run.agent_path.is_file():
             self.agent = run.load_agent()
             echo(f"[agent] resumed {cfg.agent.algo.upper()} from {run.agent_path}")
@@ -444,7 +446,7 @@ class Dyna:
     def _final(self, state: DynaState, rows: list[dict], t_start: float) -> dict:
         """The deterministic real evaluation that confirms the result, and the train stage's summary."""
         cfg, run, echo = self.cfg, self.run_dir, self.echo
-        n_final = final_eval_episodes(cfg, state.real_steps_collect, self.spec.horizon)
+        n_final = final_eval_episodes(cfg, state.real_steps_collect, self.spec.horizon or self._episode_limit)
         final = evaluate_policy(sb3_act(self.agent), run.make_env, n_final, seed=cfg.seed, keep_trace=True)
         run.save_trace("neural", final.trace)
         last = rows[-1] if rows else {}

@@ -86,3 +86,21 @@ def test_nonfinite_env_output_is_rejected():
 
     with pytest.raises(ValueError, match="non-finite observation or reward at step 0"):
         collect(Bad(), 5)
+
+
+def test_episode_limit_is_what_the_env_cut_when_it_declares_none():
+    """A "module:Class" env without a TimeLimit: the surrogate's horizon comes from the episodes the env cut."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_envs import LinearEnv
+
+    from sindyrl.data import collect
+
+    env = LinearEnv(horizon=30)
+    assert getattr(env, "spec", None) is None  # nothing declares the limit
+    buf = collect(env, 100, seed=0)
+    assert buf.episode_limit() == 30  # three full episodes and a cut-off fourth
+    buf.terminated[buf.episodes()[0][-1]] = True  # an episode that ended by termination says nothing of it
+    assert buf.episode_limit() == 30
