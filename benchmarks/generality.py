@@ -38,7 +38,7 @@ SYSTEMS: dict[str, tuple[str, dict]] = {
                           {"env": {"id": "InvertedPendulum-v5"}}),
     "inverted_double_pendulum": ("MuJoCo, terminates when the tip drops; built-in reward and termination",
                                  {"env": {"id": "InvertedDoublePendulum-v5"}}),
-    "dmc_cartpole_balance": ("dm_control cart-pole balance (another task than the swing-up), known reward",
+    "dmc_cartpole_balance": ("dm_control cart-pole balance (another task than the swing-up), learned reward",
                              {"env": {"id": "dm_control/cartpole-balance-v0"}}),
     "double_well_known": ("a module:Class system of our own with a cubic term; known module:function reward",
                           {"env": {"id": "double_well:DoubleWell"}, "reward": {"known": "double_well:reward"}}),
