@@ -49,9 +49,9 @@ class ArmTarget:
 
 #: Bare-metal targets (arm-none-eabi-gcc, newlib nosys); each is a folder of board/.
 ARM_TARGETS = {
-    "mps2-an386": ArmTarget(tuple(CORTEX_M4F_FLAGS), "mps2-an386", "mps2-an386.ld", ("startup.c", "hal_mps2.c")),
-    "stm32f405": ArmTarget(tuple(CORTEX_M4F_FLAGS), "stm32f405", "stm32f405.ld", ("startup.c", "hal_stm32f405.c")),
-    "microbit": ArmTarget(tuple(CORTEX_M0_FLAGS), "microbit", "nrf51.ld", ("startup.c", "hal_nrf51.c")),
+    "mps2-an386": ArmTarget(tuple(CORTEX_M4F_FLAGS), "mps2-an386", "mps2-an386.ld", ("startup.c", "../cortex_m_start.c", "hal_mps2.c")),
+    "stm32f405": ArmTarget(tuple(CORTEX_M4F_FLAGS), "stm32f405", "stm32f405.ld", ("startup.c", "../cortex_m_start.c", "hal_stm32f405.c")),
+    "microbit": ArmTarget(tuple(CORTEX_M0_FLAGS), "microbit", "nrf51.ld", ("startup.c", "../cortex_m_start.c", "hal_nrf51.c")),
 }
 TARGETS = ("host", *ARM_TARGETS)
 _TOOLS = {"host": ("gcc", "size"), **{t: ("arm-none-eabi-gcc", "arm-none-eabi-size") for t in ARM_TARGETS}}

@@ -1,21 +1,12 @@
 /*
  * nRF51822 (Cortex-M0, no FPU) start-up: the vector table (16 system exceptions and the part's 32
- * interrupts, none enabled), the reset handler (.data/.bss set-up). Floating point, where a
- * firmware uses it, is libgcc's software emulation (-mfloat-abi=soft).
+ * interrupts, none enabled). The reset handler is the shared one (../cortex_m_start.c).
  */
 #include <stdint.h>
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
-int main(void);
+extern uint32_t _estack;
 void Reset_Handler(void);
 void sindyrl_default_handler(void);
-
-void sindyrl_default_handler(void)
-{
-    for (;;) {
-        /* a fault or an unexpected interrupt stops the board; the host sees a timeout and reports it */
-    }
-}
 
 typedef void (*sindyrl_vector_t)(void);
 
@@ -35,17 +26,3 @@ __attribute__((section(".isr_vector"), used)) const sindyrl_vector_t sindyrl_vec
     D8_, D8_, D8_, D8_, /* IRQ 0..31 (POWER_CLOCK .. SWI5) */
 };
 
-void Reset_Handler(void)
-{
-    uint32_t *src = &_sidata;
-    uint32_t *dst = &_sdata;
-    while (dst < &_edata) {
-        *dst++ = *src++;
-    }
-    for (dst = &_sbss; dst < &_ebss; dst++) {
-        *dst = 0;
-    }
-    (void)main();
-    for (;;) {
-    }
-}

@@ -1,26 +1,15 @@
 /*
- * mps2-an386 (Cortex-M4F) start-up: vector table, reset handler, SysTick.
- * The reset handler turns on the FPU before any C code runs, because with
- * -mfloat-abi=hard the compiler may use FPU registers in any function.
+ * mps2-an386 (Cortex-M4F) start-up: vector table and SysTick. The reset handler, which turns on the FPU
+ * before any C code runs, is the shared one (../cortex_m_start.c).
  */
 #include <stdint.h>
-#include <string.h>
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
-int main(void);
+extern uint32_t _estack;
 void Reset_Handler(void);
-void sindyrl_start(void);
 void sindyrl_default_handler(void);
 void SysTick_Handler(void);
 
 volatile uint32_t sindyrl_systick_wraps;
-
-void sindyrl_default_handler(void)
-{
-    for (;;) {
-        /* a fault stops the board; the host sees a timeout and reports it */
-    }
-}
 
 void SysTick_Handler(void)
 {
@@ -45,31 +34,3 @@ __attribute__((section(".isr_vector"), used)) const sindyrl_vector_t sindyrl_vec
     SysTick_Handler,
 };
 
-/* Naked: no prologue, so not a single instruction runs before CPACR grants CP10/CP11. */
-__attribute__((naked, noreturn)) void Reset_Handler(void)
-{
-    __asm__ volatile(
-        "movw r0, #0xED88\n"  /* SCB->CPACR */
-        "movt r0, #0xE000\n"
-        "ldr r1, [r0]\n"
-        "orr r1, r1, #0x00F00000\n" /* CP10, CP11: full access */
-        "str r1, [r0]\n"
-        "dsb\n"
-        "isb\n"
-        "b sindyrl_start\n");
-}
-
-void sindyrl_start(void)
-{
-    uint32_t *src = &_sidata;
-    uint32_t *dst = &_sdata;
-    while (dst < &_edata) {
-        *dst++ = *src++;
-    }
-    for (dst = &_sbss; dst < &_ebss; dst++) {
-        *dst = 0;
-    }
-    (void)main();
-    for (;;) {
-    }
-}
