@@ -412,6 +412,21 @@ def _lit(v: float, real: str) -> str:
     return s if any(ch in s for ch in ".en") else s + ".0"
 
 
+def _sparse_generated(model: SparseModel, name: str, out_dir: str | Path) -> GeneratedC:
+    """The files and facts of a sparse model's C, whatever its arithmetic (the float and fixed-point backends)."""
+    name = _check_name(name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lo, hi = model.output_bounds if model.output_bounds is not None else (None, None)
+    return GeneratedC(
+        name=name, kind="sparse", header=out_dir / f"{name}.h", source=out_dir / f"{name}.c",
+        n_in=model.n_inputs, n_out=model.n_outputs, model_hash=model.content_hash(),
+        inputs=list(model.inputs), outputs=list(model.outputs), safe_action=_safe_action(lo, hi, model.n_outputs),
+        input_low=None if model.input_bounds is None else np.asarray(model.input_bounds[0], dtype=np.float64),
+        input_high=None if model.input_bounds is None else np.asarray(model.input_bounds[1], dtype=np.float64),
+    )
+
+
 def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float") -> GeneratedC:
     """Write ``<name>.h`` and ``<name>.c`` for a SparseModel.
 
@@ -438,17 +453,9 @@ def generate_sparse_c(model: SparseModel, name: str, out_dir, real: str = "float
         return generate_fixed_c(model, name, out_dir)
     if real not in ("float", "double"):
         raise ValueError(f"generate_sparse_c: real must be 'float', 'double' or 'fixed', got {real!r}")
-    name = _check_name(name)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    gen = _sparse_generated(model, name, out_dir)
+    name, out_dir = gen.name, gen.header.parent
     lo, hi = model.output_bounds if model.output_bounds is not None else (None, None)
-    gen = GeneratedC(
-        name=name, kind="sparse", header=out_dir / f"{name}.h", source=out_dir / f"{name}.c",
-        n_in=model.n_inputs, n_out=model.n_outputs, model_hash=model.content_hash(),
-        inputs=list(model.inputs), outputs=list(model.outputs), safe_action=_safe_action(lo, hi, model.n_outputs),
-        input_low=None if model.input_bounds is None else model.input_bounds[0],
-        input_high=None if model.input_bounds is None else model.input_bounds[1],
-    )
     idents = _identifiers(model.inputs)
     fl = real == "float"
     sqrt_fn = "sqrtf" if fl else "sqrt"

@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -50,14 +49,13 @@ from .codegen import (
     GeneratedC,
     SharedFactors,
     _bounds_lines,
-    _check_name,
     _comment_safe,
     _f32,
     _fmt_freq,
     _generator_line,
     _identifiers,
     _Names,
-    _safe_action,
+    _sparse_generated,
     _write_header,
 )
 
@@ -158,16 +156,9 @@ def generate_fixed_c(model: SparseModel, name: str, out_dir) -> GeneratedC:
     lo_in, hi_in = (np.asarray(v, dtype=np.float64) for v in model.input_bounds)
     if not (np.all(np.isfinite(lo_in)) and np.all(np.isfinite(hi_in))):
         raise ValueError(f"generate_fixed_c: model '{model.name}' has infinite input_bounds; fixed point needs finite ones")
-    name = _check_name(name)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    gen = _sparse_generated(model, name, out_dir)
+    name = gen.name
     lo_out, hi_out = model.output_bounds if model.output_bounds is not None else (None, None)
-    gen = GeneratedC(
-        name=name, kind="sparse", header=out_dir / f"{name}.h", source=out_dir / f"{name}.c",
-        n_in=model.n_inputs, n_out=model.n_outputs, model_hash=model.content_hash(),
-        inputs=list(model.inputs), outputs=list(model.outputs),
-        safe_action=_safe_action(lo_out, hi_out, model.n_outputs), input_low=lo_in, input_high=hi_in,
-    )
     idents = _identifiers(model.inputs)
     names = _Names(idents)
     plan = SharedFactors.of(model, harmonics=False)  # the table makes every harmonic as cheap as the first
