@@ -110,3 +110,22 @@ def test_distill_stage_and_report_on_a_small_run(tmp_path):
     assert pol.equations()[0] in md and "th_dot' =" in md
     assert "data:image/png;base64," in htm and "<img" in htm and "src='plots/" not in htm  # self-contained
     assert "Sparse vs neural policy" in md and "Learning curve" in md
+
+
+def test_grid_ranks_with_one_gram_and_fits_one_ensemble_within_the_budget(seed):
+    """The grid is ranked by single STLSQ fits; the chosen point's ensemble is the model, within max_nnz."""
+    from sindyrl.policy import _fit_grid
+
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(3000, 3))
+    Y = (0.8 * X[:, 0] - 0.5 * X[:, 1] * X[:, 2] + 0.3 * X[:, 2] ** 3 + 0.01 * rng.normal(size=3000))[:, None]
+    cfg = DistillConfig(degree=3, n_models=5, thresholds=[1e-4, 1e-2, 0.4], alphas=[1e-8])
+    low, high = np.array([-2.0]), np.array([2.0])
+    fit = _fit_grid(X, Y, NAMES, ["u"], low, high, cfg, None, seed)
+    names = fit.model.term_names()
+    found = {names[k] for k in np.flatnonzero(fit.model.coef[0])}
+    assert {"cos_th", "sin_th th_dot", "th_dot^3"} <= found and fit.val_error < 1e-3
+    assert fit.model.ensemble.shape[0] == 5  # the chosen point is fitted as an ensemble
+    small = _fit_grid(X, Y, NAMES, ["u"], low, high, cfg, 2, seed)  # the cubic term does not fit a 2-term budget
+    assert small.model.nnz <= 2 and small.threshold == 0.4
+    assert small.val_error > 10 * fit.val_error
