@@ -40,6 +40,10 @@ SYSTEMS: dict[str, tuple[str, dict]] = {
                                  {"env": {"id": "InvertedDoublePendulum-v5"}}),
     "dmc_cartpole_balance": ("dm_control cart-pole balance (another task than the swing-up), learned reward",
                              {"env": {"id": "dm_control/cartpole-balance-v0"}}),
+    "dmc_pendulum_swingup": ("dm_control pendulum swing-up (a second domain): a reward of 1 only within 8 degrees "
+                             "of upright, given as a module:function (dm_control has no built-in one in sindyrl)",
+                             {"env": {"id": "dm_control/pendulum-swingup-v0"},
+                              "reward": {"known": "dmc_rewards:pendulum_swingup"}}),
     "double_well_known": ("a module:Class system of our own with a cubic term; known module:function reward",
                           {"env": {"id": "double_well:DoubleWell"}, "reward": {"known": "double_well:reward"}}),
     "double_well_learned": ("the same system; learned reward",
@@ -104,6 +108,8 @@ def run_system(name: str, runs_dir: str, seed: int, quick: bool) -> dict:
             log.close()
     s = run.read_summary()
     wall = time.time() - t0
+    timings = json.loads((path / "manifest.json").read_text()).get("timings", {}) \
+        if (path / "manifest.json").is_file() else {}
     n_real = int(s["real_steps_collect"])
     make = run.make_env
     env = make()
@@ -117,7 +123,9 @@ def run_system(name: str, runs_dir: str, seed: int, quick: bool) -> dict:
         "sparse": s.get("sparse_policy_return_mean"), "sparse_nnz": s.get("sparse_policy_nnz"),
         "mpc": s.get("control_mpc_return_mean"), "lqr": s.get("control_lqr_return_mean"),
         "skipped": s.get("skipped") or {}, "dynamics_library": s.get("dynamics_library"),
-        "pipeline_seconds": wall,
+        # the stages' own wall times (manifest.json), so that a reused run still reports what it took
+        "pipeline_seconds": float(sum(timings.values())) if timings else wall,
+        "train_seconds": timings.get("train"), "distill_seconds": timings.get("distill"),
         "stages_ran": [k for k in ("train", "distill", "export", "control", "hil", "report")
                        if k not in (s.get("skipped") or {})],
     }
@@ -189,6 +197,10 @@ def _fmt(v, pattern="{:.1f}") -> str:
     return "–" if v is None else pattern.format(v)
 
 
+def _minutes(seconds) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def markdown(rows: list[dict], command: str) -> str:
     lines = [
         "## Generality: systems sindyrl has never seen, with defaults", "",
@@ -198,19 +210,20 @@ def markdown(rows: list[dict], command: str) -> str:
         "steps as sindyrl's training collected (evaluation steps are not counted for either). *How far* = "
         "(return − random) / (SAC − random).", "",
         "| system | stages ran / skipped | real steps (train) | neural (how far) | sparse (how far, nnz) | MPC | "
-        "SAC | zero action | random |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "SAC | zero action | random | minutes (train / distill) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['system']} | **failed**: {r['error']} | | | | | | | |")
+            lines.append(f"| {r['system']} | **failed**: {r['error']} | | | | | | | | |")
             continue
         skipped = "; ".join(f"{k}: {v}" for k, v in r["skipped"].items() if k != "robust") or "none"
         lines.append(
             f"| {r['system']} ({r['env_id']}) | {', '.join(r['stages_ran'])} / {skipped} | {r['real_steps_train']:,} | "
             f"{_fmt(r['neural'])} ({_fmt(r['neural_how_far'], '{:.0%}')}) | "
             f"{_fmt(r['sparse'])} ({_fmt(r['sparse_how_far'], '{:.0%}')}, {r['sparse_nnz']}) | {_fmt(r['mpc'])} | "
-            f"{_fmt(r['sac'])} | {_fmt(r['zero'])} | {_fmt(r['random'])} |")
+            f"{_fmt(r['sac'])} | {_fmt(r['zero'])} | {_fmt(r['random'])} | "
+            f"{_minutes(r.get('train_seconds'))} / {_minutes(r.get('distill_seconds'))} |")
     ok_n = sum(1 for r in rows if "error" not in r and meets(r, "neural", 0.8))
     ok_s = sum(1 for r in rows if "error" not in r and meets(r, "sparse", 0.7))
     lines += ["", f"Neural policy at ≥ 80% of the way from random to SAC on {ok_n} of {len(rows)} systems; sparse "
@@ -258,7 +271,7 @@ def main(argv=None) -> int:
         write_section("generality", md, docs=args.docs)
         figures = {r["system"]: {k: r[k] for k in ("real_steps_train", "neural", "neural_how_far", "sparse",
                                                    "sparse_how_far", "sparse_nnz", "mpc", "sac", "zero", "random",
-                                                   "pipeline_seconds")} for r in ordered}
+                                                   "pipeline_seconds", "train_seconds", "distill_seconds")} for r in ordered}
         write_results("generality", figures, command, docs=args.docs)
     return 1 if failed else 0
 
