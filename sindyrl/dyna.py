@@ -45,7 +45,7 @@ from .evaluation import (
     sb3_act_batch,
 )
 from .reward import SINDyReward, known_reward
-from .runs import Run, algorithm_class
+from .runs import Run, algorithm_class, quiet_logger
 from .surrogate import SurrogateVecEnv
 from .tensorboard import DynaBoard, agent_log_dir
 from .termination import BUILTIN_TERMINATIONS, BoxTermination, resolve_termination
@@ -231,7 +231,7 @@ class Dyna:
         kwargs.setdefault("device", "cpu")
         kwargs.setdefault("tensorboard_log", agent_log_dir(self.run_dir.path, cfg.tensorboard))
         try:
-            return cls(cfg.policy, env, **kwargs)
+            return quiet_logger(cls(cfg.policy, env, **kwargs))
         except TypeError as e:
             raise ValueError(f"agent.kwargs: {e}") from None
 

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,19 @@ def algorithm_class(algo: str):
     if algo not in table:
         raise ValueError(f"agent.algo: unknown algorithm {algo!r}; expected one of {ALGORITHMS}")
     return table[algo]
+
+
+def quiet_logger(model):
+    """Give an SB3 model without ``tensorboard_log`` a logger that writes no files.
+
+    Left alone, every ``learn()`` of such a model makes an empty ``/tmp/SB3-<date>`` folder (SB3's default
+    log folder); a Dyna run calls ``learn()`` once per iteration. ``verbose >= 1`` still prints to stdout.
+    """
+    if getattr(model, "tensorboard_log", None) is None:
+        from stable_baselines3.common.logger import HumanOutputFormat, Logger
+
+        model.set_logger(Logger(None, [HumanOutputFormat(sys.stdout)] if model.verbose >= 1 else []))
+    return model
 
 
 class Run:
@@ -241,7 +255,7 @@ class Run:
         if not self.agent_path.is_file():
             raise FileNotFoundError(f"{self.path}: no trained agent at {self.agent_path} (run `sindyrl train` first)")
         cls = algorithm_class(self.config.agent.algo)
-        return cls.load(self.agent_path, env=env, device="cpu")
+        return quiet_logger(cls.load(self.agent_path, env=env, device="cpu"))
 
     # --------------------------------------------------------- summaries
     def read_summary(self) -> dict:
