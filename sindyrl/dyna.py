@@ -167,8 +167,10 @@ class DynaState:
     real_steps_eval: int = 0
     surrogate_steps: int = 0
     wall_seconds: float = 0.0
-    #: set once a target return was reached: the loop is finished
+    #: set once a target return was reached or the real-step budget used: the loop is finished
     stopped_early: bool = False
+    #: real steps of the last policy batch (the adaptive batches of ``collect.min_steps_per_iteration``)
+    last_batch: int = 0
 
     @classmethod
     def load(cls, run: Run) -> DynaState:
@@ -193,6 +195,8 @@ class _Iteration:
     extra_rounds: int = 0
     collected: np.ndarray | None = None
     evaluation: np.ndarray | None = None
+    #: real steps collected with the policy in this iteration
+    batch: int = 0
 
 
 class Dyna:
@@ -336,12 +340,33 @@ class Dyna:
             self.echo("  [assess] kept the checkpoint before the extra training (better on the surrogate test)")
         return best, extra_steps, rounds
 
-    def collect(self, buffer: TransitionBuffer, it: int) -> np.ndarray:
+    def batch_steps(self, state: DynaState, scores: dict, n_buffer: int) -> int:
+        """Real steps of this iteration's policy batch: ``collect.steps_per_iteration``, or adaptive
+        (``collect.min_steps_per_iteration``): short while the model's held-out rollout error is above
+        ``collect.model_error_tolerance`` or not measurable, doubling once it is good; always cut to what is
+        left of ``collect.max_real_steps``."""
+        c = self.cfg.collect
+        n = c.steps_per_iteration
+        if c.min_steps_per_iteration is not None and n > 0:
+            err = scores.get("model_rollout_error")
+            good = err is not None and bool(np.isfinite(err)) and err <= c.model_error_tolerance
+            short = min(c.min_steps_per_iteration, n)
+            n = min(n, 2 * max(state.last_batch, short)) if good else short
+        if c.max_real_steps is not None:
+            n = min(n, max(0, c.max_real_steps - n_buffer))
+        return int(n)
+
+    def budget_used(self, n_buffer: int) -> bool:
+        """``collect.max_real_steps`` is reached: the current iteration is the last."""
+        return self.cfg.collect.max_real_steps is not None and n_buffer >= self.cfg.collect.max_real_steps
+
+    def collect(self, buffer: TransitionBuffer, it: int, n_steps: int | None = None) -> np.ndarray:
         """Real steps with the current policy; returns the returns of the episodes completed in this batch."""
         cfg = self.cfg
         first_new = len(buffer)
         act = sb3_act(self.agent, deterministic=not cfg.collect.stochastic)
-        self._collect(buffer, cfg.collect.steps_per_iteration, act, cfg.seed + 100 * (it + 1), None)
+        n = cfg.collect.steps_per_iteration if n_steps is None else n_steps
+        self._collect(buffer, n, act, cfg.seed + 100 * (it + 1), None)
         ep = buffer.episode[first_new:]
         done = (buffer.terminated | buffer.truncated)[first_new:]
         rewards = buffer.rewards[first_new:]
@@ -358,6 +383,7 @@ class Dyna:
             **a.summary(), "extra_train_rounds": out.extra_rounds,
             "collect_return_mean": _mean(out.collected), "collect_return_min": _min(out.collected),
             "collect_episodes": 0 if out.collected is None else int(out.collected.size),
+            "collect_steps": out.batch,
             "eval_return_mean": _mean(out.evaluation), "eval_return_std": _std(out.evaluation),
             "eval_return_min": _min(out.evaluation),
             "model_one_step_error": out.scores["model_one_step_error"],
@@ -414,20 +440,23 @@ class Dyna:
                 evaluation = evaluate_policy(sb3_act(self.agent), run.make_env, cfg.dyna.eval_episodes,
                                              seed=10_000 + cfg.seed)
                 state.real_steps_eval += int(evaluation.lengths.sum())
-            last = it == cfg.dyna.iterations - 1
+            last = it == cfg.dyna.iterations - 1 or self.budget_used(len(buffer))
             reached = cfg.dyna.target_return is not None and evaluation is not None and \
                 evaluation.mean() >= cfg.dyna.target_return
             collected = None
-            if not last and not reached and cfg.collect.steps_per_iteration > 0:
-                collected = self.collect(buffer, it)
+            n_batch = 0 if last or reached else self.batch_steps(state, scores, len(buffer))
+            if n_batch > 0:
+                collected = self.collect(buffer, it, n_batch)
                 state.real_steps_collect = len(buffer)
+                state.last_batch = n_batch
                 if cfg.dyna.target_return is not None and evaluation is None and collected.size:
                     reached = bool(collected.mean() >= cfg.dyna.target_return)
             sparse = dyn.sparse_model
             out = _Iteration(n_fit, scores, sparse.nnz if sparse is not None else None,
                              sparse.n_models if sparse is not None else dyn.n_models, n_train, assessment,
                              rounds, collected, evaluation)
-            state.stopped_early = bool(reached)
+            out.batch = n_batch
+            state.stopped_early = bool(reached) or (last and it < cfg.dyna.iterations - 1)
             self.checkpoint(state, rows, out, it, t_start)
             echo(f"[iter {it + 1}/{cfg.dyna.iterations}] surrogate return {assessment.describe()}"
                  + (f" | real return {_fmt_returns(evaluation)}" if evaluation is not None else "")
@@ -438,6 +467,11 @@ class Dyna:
                  + f" | surrogate steps {state.surrogate_steps} | {time.time() - t_it:.0f}s")
             if reached:
                 echo(f"[dyna] target return {cfg.dyna.target_return} reached: stopping early")
+                break
+            if last:
+                if it < cfg.dyna.iterations - 1:
+                    echo(f"[dyna] real-step budget collect.max_real_steps={cfg.collect.max_real_steps} used: "
+                         "this was the last iteration")
                 break
         if self.agent is None:
             raise RuntimeError("Dyna: no agent was trained (dyna.iterations must be >= 1)")

@@ -142,3 +142,61 @@ def test_pipeline_with_nn_dynamics_skips_the_sparse_stages(tmp_path):
     assert f"=== control: skipped ({reason})" in lines
     assert "eval_return_mean" in summary and (run.path / "report.html").is_file()
     assert not run.model_path("policy").is_file()
+
+
+def test_real_step_budget_and_adaptive_batches(tmp_path):
+    """collect.max_real_steps ends the loop with the budget spent exactly (the last batch cut to fit) and
+    resuming a finished run adds nothing; adaptive batches stay short while the model is poor."""
+    d = json.loads(json.dumps(TINY))
+    d["collect"].update(random_steps=100, random_episode_steps=50, steps_per_iteration=100,
+                        min_steps_per_iteration=30, model_error_tolerance=0.0, max_real_steps=190)
+    d["dyna"].update(iterations=10, eval_episodes=0)
+    cfg = config_from_dict(d)
+    run = Run.create(cfg, root=tmp_path, name="b")
+    summary = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    rows = run.read_metrics()
+    # tolerance 0: the model never counts as good, so every batch is the short one, the last cut to the budget
+    assert [int(r["collect_steps"]) for r in rows] == [30, 30, 30, 0]
+    assert summary["real_steps_collect"] == 190 == len(run.load_data())
+    Dyna(Run.open(run.path).config, Run.open(run.path), echo=lambda *a: None, progress_bar=False).run()
+    assert len(run.read_metrics()) == 4 and len(run.load_data()) == 190
+
+
+def test_adaptive_batch_doubles_once_the_model_is_good(tmp_path):
+    d = json.loads(json.dumps(TINY))
+    d["collect"].update(steps_per_iteration=400, min_steps_per_iteration=50, model_error_tolerance=0.1,
+                        max_real_steps=1000)
+    cfg = config_from_dict(d)
+    dy = Dyna(cfg, Run.create(cfg, root=tmp_path, name="a"), echo=lambda *a: None, progress_bar=False)
+    state = dyna_mod.DynaState()
+    good, poor = {"model_rollout_error": 0.05}, {"model_rollout_error": 0.5}
+    sizes = []
+    for scores in (poor, good, good, good, poor, {"model_rollout_error": float("nan")}, good):
+        sizes.append(dy.batch_steps(state, scores, 300))
+        state.last_batch = sizes[-1]
+    assert sizes == [50, 100, 200, 400, 50, 50, 100]
+    assert dy.batch_steps(state, good, 950) == 50  # what is left of the budget
+    assert dy.budget_used(1000) and not dy.budget_used(999)
+
+
+def test_few_episodes_are_held_out_by_segments():
+    """One random episode and a partial batch: the hold-out takes segments of both, not a whole episode."""
+    from sindyrl.data import TransitionBuffer
+
+    buf = TransitionBuffer(1, 1)
+    for ep, n in ((0, 200), (1, 100)):
+        buf.add(np.arange(n)[:, None] * 1.0, np.zeros((n, 1)), np.zeros(n), np.arange(1, n + 1)[:, None] * 1.0,
+                np.zeros(n, bool), np.zeros(n, bool), np.full(n, ep))
+    for seed in range(5):
+        train, val = buf.split_episodes(0.2, seed)
+        assert 40 <= val.sum() <= 120 and train[:200].sum() >= 120 and train[200:].sum() >= 40
+        # held-out parts are contiguous segments of at least 40 transitions
+        runs = np.split(np.flatnonzero(val), np.flatnonzero(np.diff(np.flatnonzero(val)) > 1) + 1)
+        assert all(len(r) >= 40 for r in runs)
+    # with enough episodes, whole episodes as before
+    many = TransitionBuffer(1, 1)
+    for ep in range(6):
+        many.add(np.zeros((50, 1)), np.zeros((50, 1)), np.zeros(50), np.zeros((50, 1)), np.zeros(50, bool),
+                 np.zeros(50, bool), np.full(50, ep))
+    _, val = many.split_episodes(0.2, 0)
+    assert val.sum() == 50
