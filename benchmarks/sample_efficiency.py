@@ -66,6 +66,8 @@ class Args:
     low_data: bool = True
     """the low-data budgets of the tasks that have them (Pendulum: 250, 500, 1,000, 2,000 real steps), one Dyna
     run per budget with its own schedule, plus MPC on the learned sparse model; --no-low-data skips them"""
+    only_low_data: bool = False
+    """run the low-data budgets alone (no main table; with --write-docs refused, the section needs both)"""
 
 
 #: Per task: config, threshold, fixed real-step budgets, scaled Dyna overrides, model-free settings.
@@ -749,6 +751,10 @@ def main(args: Args) -> dict:
     # seeds outermost within a task, so an early stop still leaves every method with the same seeds
     todo = [(task, method, seed) for task in tasks
             for seed in range(int(seeds_override.get(task, settings[task]["seeds"]))) for method in methods]
+    if args.only_low_data:
+        if args.write_docs:
+            raise ValueError("--only-low-data with --write-docs: the docs section holds both tables")
+        todo = []
     results: dict[tuple, dict | None] = {}
     pending = []
     for key in todo:
