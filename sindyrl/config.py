@@ -205,6 +205,10 @@ class DynaConfig:
     max_extra_rounds: int = 2
     #: stop early once the evaluation mean return reaches this (None: never)
     target_return: float | None = None
+    #: after a refit, assess the agent of the last iteration in the new surrogate before training it further,
+    #: and go back to it when the further training scores worse there (PPO can collapse after a refit:
+    #: Pendulum, 500 real steps, surrogate return -180 -> -709 with an accurate model)
+    keep_better: bool = True
 
 
 @dataclass

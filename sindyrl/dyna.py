@@ -121,6 +121,14 @@ def final_eval_episodes(cfg: Config, real_steps_collect: int, horizon: int | Non
     return int(min(20, max(1, real_steps_collect // (CONFIRMATIONS * max(int(horizon or 1000), 1)))))
 
 
+def _snapshot(agent) -> dict:
+    """A copy of the agent's parameters (and optimizer state) that later training leaves alone: SB3's
+    ``get_parameters`` returns the live state dicts, whose tensors the optimizer updates in place."""
+    import copy
+
+    return copy.deepcopy(agent.get_parameters())
+
+
 def _save_agent(agent, path) -> None:
     """SB3 writes its zip in place; write a temporary file and rename it, so a crash never leaves half a zip."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +205,8 @@ class _Iteration:
     evaluation: np.ndarray | None = None
     #: real steps collected with the policy in this iteration
     batch: int = 0
+    #: the further training was undone (``dyna.keep_better``)
+    kept_previous: bool = False
 
 
 class Dyna:
@@ -328,7 +338,7 @@ class Dyna:
             self.echo(f"  [assess] {best.n_failed}/{best.returns.size} surrogate starts fail "
                       f"({best.describe()}): training {n_round} more surrogate steps")
             if best_params is None:
-                best_params = self.agent.get_parameters()
+                best_params = _snapshot(self.agent)
             extra_steps += self.train(venv, n_round, f"[train {it + 1}+{r + 1}] surrogate")
             rounds += 1
             cand = assess_in_surrogate(sb3_act_batch(self.agent), venv, starts, seed=seed)
@@ -383,7 +393,7 @@ class Dyna:
             **a.summary(), "extra_train_rounds": out.extra_rounds,
             "collect_return_mean": _mean(out.collected), "collect_return_min": _min(out.collected),
             "collect_episodes": 0 if out.collected is None else int(out.collected.size),
-            "collect_steps": out.batch,
+            "collect_steps": out.batch, "kept_previous_agent": int(out.kept_previous),
             "eval_return_mean": _mean(out.evaluation), "eval_return_std": _std(out.evaluation),
             "eval_return_min": _min(out.evaluation),
             "model_one_step_error": out.scores["model_one_step_error"],
@@ -431,10 +441,21 @@ class Dyna:
                                 and k.endswith(("_library", "_degree", "_control", "_fourier", "_threshold"))}
             venv = build_surrogate(cfg, dyn, reward, buffer, self.spec, cfg.seed + 1000 * (it + 1))
             n_train = cfg.agent.initial_steps if self.agent is None else cfg.agent.steps_per_iteration
-            state.surrogate_steps += self.train(venv, n_train, f"[train {it + 1}] surrogate")
             starts = assessment_starts(buffer, cfg.dyna.assess_starts, seed=cfg.seed + it)
+            before = None
+            if cfg.dyna.keep_better and self.agent is not None and n_train > 0:
+                # the last iteration's agent on the new model: what the further training has to beat
+                before = (assess_in_surrogate(sb3_act_batch(self.agent), venv, starts, seed=cfg.seed + 7919 * (it + 1)),
+                          _snapshot(self.agent))
+            state.surrogate_steps += self.train(venv, n_train, f"[train {it + 1}] surrogate")
             assessment, extra, rounds = self.assess(venv, starts, it)
             state.surrogate_steps += extra
+            kept_previous = False
+            if before is not None and before[0].score > assessment.score:
+                self.agent.set_parameters(before[1], exact_match=False)
+                echo(f"  [assess] the further training scored worse on the new model ({assessment.describe()}) than "
+                     f"the last iteration's agent ({before[0].describe()}): kept that agent")
+                assessment, kept_previous = before[0], True
             evaluation = None
             if cfg.dyna.eval_episodes > 0:  # opt-in: it costs real steps
                 evaluation = evaluate_policy(sb3_act(self.agent), run.make_env, cfg.dyna.eval_episodes,
@@ -456,6 +477,7 @@ class Dyna:
                              sparse.n_models if sparse is not None else dyn.n_models, n_train, assessment,
                              rounds, collected, evaluation)
             out.batch = n_batch
+            out.kept_previous = kept_previous
             state.stopped_early = bool(reached) or (last and it < cfg.dyna.iterations - 1)
             self.checkpoint(state, rows, out, it, t_start)
             echo(f"[iter {it + 1}/{cfg.dyna.iterations}] surrogate return {assessment.describe()}"

@@ -200,3 +200,41 @@ def test_few_episodes_are_held_out_by_segments():
                  np.zeros(50, bool), np.full(50, ep))
     _, val = many.split_episodes(0.2, 0)
     assert val.sum() == 50
+
+
+def test_keep_better_undoes_further_training_that_scores_worse(tmp_path, monkeypatch):
+    """dyna.keep_better: when the training after a refit scores worse on the new model than the last
+    iteration's agent did, that agent comes back (its actual weights: SB3's get_parameters hands out live
+    state dicts that the training would have changed too)."""
+    import torch
+
+    from sindyrl.evaluation import SurrogateAssessment
+
+    d = json.loads(json.dumps(TINY))
+    d["dyna"].update(iterations=2, eval_episodes=0, max_extra_rounds=0)
+    cfg = config_from_dict(d)
+    run = Run.create(cfg, root=tmp_path, name="k")
+    dy = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False)
+    real_assess, real_train = dyna_mod.assess_in_surrogate, Dyna.train
+    calls, weights = [], []
+
+    def assess(*a, **k):
+        res = real_assess(*a, **k)
+        calls.append(res)
+        # iteration 1: one call; iteration 2: the old agent, then the trained one, made to score worse
+        return SurrogateAssessment(res.returns - 1000.0, res.lengths) if len(calls) == 3 else res
+
+    def train(self, venv, n, label):
+        out = real_train(self, venv, n, label)
+        weights.append({k: v.clone() for k, v in self.agent.policy.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(dyna_mod, "assess_in_surrogate", assess)
+    monkeypatch.setattr(Dyna, "train", train)
+    dy.run()
+    rows = run.read_metrics()
+    assert len(calls) == 3 and [int(r["kept_previous_agent"]) for r in rows] == [0, 1]
+    now = dy.agent.policy.state_dict()
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in now)  # the second training did change it
+    assert all(torch.equal(now[k], weights[0][k]) for k in now)  # and the first iteration's weights are back
+    assert float(rows[1]["surrogate_return_mean"]) == float(calls[1].mean)
