@@ -209,6 +209,11 @@ class DynaConfig:
     #: and go back to it when the further training scores worse there (PPO can collapse after a refit:
     #: Pendulum, 500 real steps, surrogate return -180 -> -709 with an accurate model)
     keep_better: bool = True
+    #: when a refit drops the last agent's surrogate score by more than this fraction of its size (the agent
+    #: was exploiting errors of the old model: the new one is right where it goes), a fresh agent is also
+    #: trained for ``agent.initial_steps`` on the new model and the better of the two by surrogate score is
+    #: kept (a PPO policy stuck spinning the pendulum does not unlearn it in 50k steps). None: never
+    restart_on_drop: float | None = 0.5
 
 
 @dataclass
@@ -404,6 +409,7 @@ def _validate(cfg: Config) -> None:
     positive(cfg.dyna.assess_starts, "dyna.assess_starts")
     positive(cfg.dyna.max_extra_rounds, "dyna.max_extra_rounds", allow_zero=True)
     positive(cfg.dyna.final_eval_episodes, "dyna.final_eval_episodes")
+    positive(cfg.dyna.restart_on_drop, "dyna.restart_on_drop", allow_zero=True)
     positive(cfg.env.max_episode_steps, "env.max_episode_steps")
     for key in ("passes", "refine_steps", "refine_horizon", "refine_rounds", "refine_batch"):
         positive(getattr(cfg.distill, key), f"distill.{key}")

@@ -207,6 +207,8 @@ class _Iteration:
     batch: int = 0
     #: the further training was undone (``dyna.keep_better``)
     kept_previous: bool = False
+    #: a fresh agent replaced the continued one (``dyna.restart_on_drop``)
+    restarted: bool = False
 
 
 class Dyna:
@@ -233,6 +235,8 @@ class Dyna:
         self.agent = None
         self.last_choice: dict = {}
         self._episode_limit: int | None = None
+        #: added to the agent's seed: a fresh agent of ``dyna.restart_on_drop`` draws other initial weights
+        self._seed_offset = 0
         self.board = DynaBoard(run.path, enabled=False)
 
     # ----------------------------------------------------------- helpers
@@ -240,7 +244,7 @@ class Dyna:
         cfg = self.cfg.agent
         cls = algorithm_class(cfg.algo)
         kwargs = dict(cfg.kwargs)
-        kwargs.setdefault("seed", self.cfg.seed)
+        kwargs.setdefault("seed", self.cfg.seed + self._seed_offset)
         kwargs.setdefault("verbose", 0)
         kwargs.setdefault("device", "cpu")
         kwargs.setdefault("tensorboard_log", agent_log_dir(self.run_dir.path, cfg.tensorboard))
@@ -394,6 +398,7 @@ class Dyna:
             "collect_return_mean": _mean(out.collected), "collect_return_min": _min(out.collected),
             "collect_episodes": 0 if out.collected is None else int(out.collected.size),
             "collect_steps": out.batch, "kept_previous_agent": int(out.kept_previous),
+            "restarted_agent": int(out.restarted),
             "eval_return_mean": _mean(out.evaluation), "eval_return_std": _std(out.evaluation),
             "eval_return_min": _min(out.evaluation),
             "model_one_step_error": out.scores["model_one_step_error"],
@@ -450,6 +455,27 @@ class Dyna:
             state.surrogate_steps += self.train(venv, n_train, f"[train {it + 1}] surrogate")
             assessment, extra, rounds = self.assess(venv, starts, it)
             state.surrogate_steps += extra
+            restarted = False
+            drop = cfg.dyna.restart_on_drop
+            if before is not None and drop is not None and rows and cfg.agent.initial_steps > 0:
+                prev = rows[-1]
+                old_score = 0.5 * (float(prev["surrogate_return_mean"]) + float(prev["surrogate_return_worst_decile"]))
+                if before[0].score < old_score - drop * abs(old_score):
+                    echo(f"  [restart] the refit dropped the agent's surrogate score from {old_score:.1f} to "
+                         f"{before[0].score:.1f}: training a fresh agent for {cfg.agent.initial_steps} steps too")
+                    continued = (assessment, _snapshot(self.agent), self.agent)
+                    self.agent = None
+                    self._seed_offset = 1 + it
+                    state.surrogate_steps += self.train(venv, cfg.agent.initial_steps, f"[train {it + 1}] fresh agent")
+                    fresh, extra2, rounds2 = self.assess(venv, starts, it)
+                    state.surrogate_steps += extra2
+                    rounds += rounds2
+                    if fresh.score >= continued[0].score:
+                        assessment, restarted = fresh, True
+                        echo(f"  [restart] kept the fresh agent ({fresh.describe()})")
+                    else:
+                        self.agent = continued[2]
+                        echo(f"  [restart] kept the continued agent ({continued[0].describe()})")
             kept_previous = False
             if before is not None and before[0].score > assessment.score:
                 self.agent.set_parameters(before[1], exact_match=False)
@@ -478,6 +504,7 @@ class Dyna:
                              rounds, collected, evaluation)
             out.batch = n_batch
             out.kept_previous = kept_previous
+            out.restarted = restarted
             state.stopped_early = bool(reached) or (last and it < cfg.dyna.iterations - 1)
             self.checkpoint(state, rows, out, it, t_start)
             echo(f"[iter {it + 1}/{cfg.dyna.iterations}] surrogate return {assessment.describe()}"

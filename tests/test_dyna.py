@@ -211,7 +211,7 @@ def test_keep_better_undoes_further_training_that_scores_worse(tmp_path, monkeyp
     from sindyrl.evaluation import SurrogateAssessment
 
     d = json.loads(json.dumps(TINY))
-    d["dyna"].update(iterations=2, eval_episodes=0, max_extra_rounds=0)
+    d["dyna"].update(iterations=2, eval_episodes=0, max_extra_rounds=0, restart_on_drop=None)
     cfg = config_from_dict(d)
     run = Run.create(cfg, root=tmp_path, name="k")
     dy = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False)
@@ -238,3 +238,32 @@ def test_keep_better_undoes_further_training_that_scores_worse(tmp_path, monkeyp
     assert not all(torch.equal(weights[0][k], weights[1][k]) for k in now)  # the second training did change it
     assert all(torch.equal(now[k], weights[0][k]) for k in now)  # and the first iteration's weights are back
     assert float(rows[1]["surrogate_return_mean"]) == float(calls[1].mean)
+
+
+def test_restart_on_drop_trains_a_fresh_agent_and_keeps_the_better(tmp_path, monkeypatch):
+    """dyna.restart_on_drop: a refit that makes the last agent score far worse than it did on the old model
+    trains a fresh agent too; the better one by surrogate score is kept (here the fresh one)."""
+    from sindyrl.evaluation import SurrogateAssessment
+
+    d = json.loads(json.dumps(TINY))
+    d["dyna"].update(iterations=2, eval_episodes=0, max_extra_rounds=0, restart_on_drop=0.5)
+    cfg = config_from_dict(d)
+    run = Run.create(cfg, root=tmp_path, name="r")
+    dy = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False)
+    real_assess = dyna_mod.assess_in_surrogate
+    calls, agents = [], []
+
+    def assess(act, *a, **k):
+        res = real_assess(act, *a, **k)
+        calls.append(res)
+        agents.append(dy.agent)
+        # 2: the old agent on the new model, 3: the continued one: both far worse; 4: the fresh one as it is
+        return SurrogateAssessment(res.returns - 5000.0, res.lengths) if len(calls) in (2, 3) else res
+
+    monkeypatch.setattr(dyna_mod, "assess_in_surrogate", assess)
+    dy.run()
+    rows = run.read_metrics()
+    assert len(calls) == 4 and [int(r["restarted_agent"]) for r in rows] == [0, 1]
+    assert agents[3] is not agents[2] and dy.agent is agents[3]  # a new SB3 object, and the one kept
+    assert int(rows[1]["kept_previous_agent"]) == 0
+    assert int(rows[1]["surrogate_steps"]) == 1024 + 512 + 1024  # the fresh agent's initial_steps counted
