@@ -67,7 +67,7 @@ class Args:
     """the low-data budgets of the tasks that have them (Pendulum: 250, 500, 1,000, 2,000 real steps), one Dyna
     run per budget with its own schedule, plus MPC on the learned sparse model; --no-low-data skips them"""
     only_low_data: bool = False
-    """run the low-data budgets alone (no main table; with --write-docs refused, the section needs both)"""
+    """run the low-data budgets alone (no main table; --write-docs then rewrites only their own section)"""
 
 
 #: Per task: config, threshold, fixed real-step budgets, scaled Dyna overrides, model-free settings.
@@ -752,8 +752,6 @@ def main(args: Args) -> dict:
     todo = [(task, method, seed) for task in tasks
             for seed in range(int(seeds_override.get(task, settings[task]["seeds"]))) for method in methods]
     if args.only_low_data:
-        if args.write_docs:
-            raise ValueError("--only-low-data with --write-docs: the docs section holds both tables")
         todo = []
     results: dict[tuple, dict | None] = {}
     pending = []
@@ -855,6 +853,8 @@ def main(args: Args) -> dict:
     import torch
 
     cmd = "python benchmarks/sample_efficiency.py" + (" --quick" if args.quick else "") + (
+        " --only-low-data" if args.only_low_data else "") + (f" --methods {args.methods}" if args.methods != Args.methods
+                                                              else "") + (
         f" --tasks {args.tasks}" if args.tasks != Args.tasks else "") + (
         f" --seeds {args.seeds}" if args.seeds else "") + (f" --jobs {jobs}" if jobs > 1 else "")
     side = "one after another" if jobs == 1 else f"{jobs} at a time (wall times share the machine)"
@@ -864,10 +864,10 @@ def main(args: Args) -> dict:
               "low_data_trials": low_trials, "low_data": low_agg,
               "not_run": skipped, "failed": failed, "plot": str(png)}
     (out_dir / "sample_efficiency.json").write_text(json.dumps(result, indent=1))
-    md = markdown_table(agg, settings, cmd, notes)
-    for t, a in low_agg.items():
-        md += "\n" + low_data_table(t, a, settings[t])
-    print(md)
+    md = markdown_table(agg, settings, cmd, notes) if todo else ""
+    low_md = "\n".join(["## Sample efficiency at low-data budgets", "", f"Command: `{cmd}`. " + " ".join(notes), ""]
+                        + [low_data_table(t, a, settings[t]) for t, a in low_agg.items()]) if low_agg else ""
+    print(md + "\n" + low_md)
     if skipped:
         print("not run (deadline): " + ", ".join(skipped))
     if failed:
@@ -875,8 +875,12 @@ def main(args: Args) -> dict:
     if args.write_docs and failed:
         print(f"{args.docs} not rewritten: the table would miss the failed trials")
     elif args.write_docs:
-        write_section("sample_efficiency", md, ROOT / args.docs)
-        fig = figures(agg)
+        # the main table and the low-data table have a section each: --only-low-data rewrites the second alone
+        if todo:
+            write_section("sample_efficiency", md, ROOT / args.docs)
+        if low_md:
+            write_section("sample_efficiency_low_data", low_md, ROOT / args.docs)
+        fig = figures(agg) if todo else {}
         for t, a in low_agg.items():
             fig[f"{t}_low_data"] = {m: {b: {k: c[k] for k in ("mean", "std", "worst_seed")}
                                         | ({"every_seed_meets_target": c["every_seed_meets_target"]}

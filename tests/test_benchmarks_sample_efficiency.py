@@ -61,6 +61,9 @@ def test_quick_benchmark_writes_results_plot_and_table(tmp_path, capsys):
     assert (real_docs.read_text(), real_json.read_text() if real_json.exists() else None) == before
     section = docs.read_text().split("<!-- sample_efficiency:start -->")[1].split("<!-- sample_efficiency:end -->")[0]
     assert "| sindyrl Dyna (E-SINDy) | 1 | 300 |" in section and "--quick" in section
+    low = docs.read_text().split("<!-- sample_efficiency_low_data:start -->")[1].split(
+        "<!-- sample_efficiency_low_data:end -->")[0]
+    assert "| MPC on the learned sparse model | 1 |" in low and "no action repeat" in low
     written = json.loads((tmp_path / "docs" / "results" / "sample_efficiency.json").read_text())
     assert written["command"] == "python benchmarks/sample_efficiency.py --quick"
     fig = written["figures"]
