@@ -146,3 +146,14 @@ def test_a_failing_trial_is_reported_and_the_others_still_run(tmp_path, monkeypa
     assert [t["method"] for t in res["trials"]] == ["sindy", "nn", "ppo"]
     assert not (out / "sample_efficiency" / "pendulum_sac_s0.json").exists()  # a restart runs it again
     assert "pendulum/sac/s0 FAILED" in capsys.readouterr().out
+
+
+def test_low_data_schedules_spend_exactly_each_budget():
+    se = _load()
+    ld = se.TASKS["pendulum"]["low_data"]
+    for b in ld["budgets"]:
+        sch = se.low_data_schedule(b, ld)
+        spent = sch["collect.random_steps"] + ld["batches"] * sch["collect.steps_per_iteration"]
+        assert spent == b == sch["collect.max_real_steps"] and sch["dyna.iterations"] == ld["batches"] + 1
+        assert sch["collect.random_steps"] % sch["collect.random_episode_steps"] == 0
+    assert se.low_data_schedule(500, ld)["collect.random_steps"] == 200
