@@ -66,6 +66,8 @@ class Args:
     low_data: bool = True
     """the low-data budgets of the tasks that have them (Pendulum: 250, 500, 1,000, 2,000 real steps), one Dyna
     run per budget with its own schedule, plus MPC on the learned sparse model; --no-low-data skips them"""
+    low_budgets: str = ""
+    """comma-separated low-data budgets to run now (default: all; stored trials of the others are still shown)"""
     only_low_data: bool = False
     """run the low-data budgets alone (no main table; --write-docs then rewrites only their own section)"""
 
@@ -799,7 +801,11 @@ def main(args: Args) -> dict:
         for task in tasks:
             if "low_data" in settings[task]:
                 n = int(seeds_override.get(task, settings[task]["low_data"]["seeds"]))
-                low_todo += low_data_keys(task, settings[task], methods, n)
+                keys = low_data_keys(task, settings[task], methods, n)
+                if args.low_budgets:
+                    only = {int(b) for b in args.low_budgets.split(",") if b}
+                    keys = [k for k in keys if k[2] is None or k[2] in only]
+                low_todo += keys
     low_results: dict[tuple, dict | None] = {}
     low_pending = []
     for key in low_todo:
