@@ -703,14 +703,27 @@ def figures(agg: dict) -> dict:
     return out
 
 
+def _absolute_deadline(deadline: str) -> str:
+    """``HH:MM`` (UTC) -> the first such moment from now, as an ISO timestamp (a 00:45 deadline given at 23:40
+    is tomorrow's, not already past); an ISO timestamp or "" is returned as it is."""
+    if not deadline or "T" in deadline:
+        return deadline
+    import datetime as dt
+
+    h, m = (int(x) for x in deadline.split(":"))
+    now = dt.datetime.now(dt.timezone.utc)
+    at = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    if at <= now:
+        at += dt.timedelta(days=1)
+    return at.isoformat()
+
+
 def _past_deadline(deadline: str) -> bool:
     if not deadline:
         return False
     import datetime as dt
 
-    h, m = (int(x) for x in deadline.split(":"))
-    now = dt.datetime.now(dt.timezone.utc)
-    return (now.hour, now.minute) >= (h, m)
+    return dt.datetime.now(dt.timezone.utc) >= dt.datetime.fromisoformat(_absolute_deadline(deadline))
 
 
 def _stale_distillation(trial: dict, st: dict, args: Args) -> bool:
@@ -735,6 +748,8 @@ def run_trial(task: str, method: str, seed: int, st: dict, args: Args, trial_dir
 
 def main(args: Args) -> dict:
     limit_threads(1)
+    # fixed once, so every trial (and every worker process) compares against the same moment
+    args = dataclasses.replace(args, deadline=_absolute_deadline(args.deadline))
     tasks = [t for t in args.tasks.split(",") if t]
     if args.quick:
         tasks = ["pendulum"]

@@ -157,3 +157,15 @@ def test_low_data_schedules_spend_exactly_each_budget():
         assert spent == b == sch["collect.max_real_steps"] and sch["dyna.iterations"] == ld["batches"] + 1
         assert sch["collect.random_steps"] % sch["collect.random_episode_steps"] == 0
     assert se.low_data_schedule(500, ld)["collect.random_steps"] == 200
+
+
+def test_a_deadline_earlier_in_the_day_is_tomorrows():
+    """--deadline 00:45 given at 23:46 must not stop the run before it starts (it did)."""
+    import datetime as dt
+
+    se = _load()
+    now = dt.datetime.now(dt.timezone.utc)
+    earlier = (now - dt.timedelta(minutes=2)).strftime("%H:%M")
+    at = dt.datetime.fromisoformat(se._absolute_deadline(earlier))
+    assert dt.timedelta(hours=23) < at - now < dt.timedelta(hours=24) and not se._past_deadline(earlier)
+    assert se._past_deadline((now - dt.timedelta(minutes=1)).isoformat())
