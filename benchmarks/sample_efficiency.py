@@ -484,6 +484,9 @@ def low_data_table(task: str, agg: dict, st: dict) -> str:
                       f"on every seed (per seed: {', '.join(f'{r:.0f}' for r in c['returns'])})")
     if tg:
         lines += ["", "Targets (E-SINDy Dyna, every seed): " + "; ".join(tg) + "."]
+    missing = [LOW_METHODS[m] for m in LOW_METHODS if m not in agg["methods"]]
+    if missing:
+        lines += ["", "Not measured in this run: " + ", ".join(missing) + " (— : a budget not run)."]
     return "\n".join(lines + [""])
 
 
