@@ -63,6 +63,13 @@ class Args:
     """UTC time HH:MM after which no new trial is started (the table marks the rest as not measured)"""
     jobs: int = 1
     """trials run side by side in this many processes (one thread each); 1 runs them one after another"""
+    low_data: bool = True
+    """the low-data budgets of the tasks that have them (Pendulum: 250, 500, 1,000, 2,000 real steps), one Dyna
+    run per budget with its own schedule, plus MPC on the learned sparse model; --no-low-data skips them"""
+    low_budgets: str = ""
+    """comma-separated low-data budgets to run now (default: all; stored trials of the others are still shown)"""
+    only_low_data: bool = False
+    """run the low-data budgets alone (no main table; --write-docs then rewrites only their own section)"""
 
 
 #: Per task: config, threshold, fixed real-step budgets, scaled Dyna overrides, model-free settings.
@@ -79,6 +86,19 @@ TASKS: dict[str, dict] = {
         "sac": {"steps": 10_000, "eval_every": 1_000, "kwargs": {"learning_rate": 1e-3, "learning_starts": 200}},
         "reference": "SB3 zoo: SAC -157 / TD3 -152 at 20k steps, PPO -172 at 100k; PILCO solves the swing-up "
                      "in <= 440 steps",
+        # one Dyna run per budget: random warm-up in short episodes (many real starts), then short policy
+        # batches, the config's own surrogate budget (PPO 300k, then 50k per iteration); model-free methods
+        # evaluated at each budget on the same 10 reset seeds as the Dyna runs' final evaluation
+        "low_data": {
+            "budgets": [250, 500, 1_000, 2_000], "seeds": 5, "final_eval_episodes": 10,
+            "targets": {"500": -200.0, "1000": -160.0},
+            "random_fraction": 0.4, "random_episode_steps": 50, "batches": 3, "dyna": {},
+            "mpc": {"horizon": 30},
+            "ppo": {"n_envs": 1, "kwargs": {"n_steps": 250, "batch_size": 50, "gae_lambda": 0.95, "gamma": 0.9,
+                                            "n_epochs": 10, "ent_coef": 0.0, "learning_rate": 1e-3,
+                                            "clip_range": 0.2, "use_sde": True, "sde_sample_freq": 4}},
+            "sac": {"kwargs": {"learning_rate": 1e-3, "learning_starts": 100}},
+        },
     },
     "cartpole_swingup": {
         "config": "examples/configs/cartpole_swingup.yaml", "env_id": "dm_control/cartpole-swingup-v0",
@@ -127,6 +147,16 @@ QUICK = {
                 "kwargs": {"n_steps": 128, "batch_size": 64, "n_epochs": 2}},
         "sac": {"steps": 300, "eval_every": 150, "kwargs": {"learning_starts": 100}},
         "max_episode_steps": 50,
+        "low_data": {
+            "budgets": [150], "seeds": 1, "final_eval_episodes": 1, "targets": {},
+            "random_fraction": 0.4, "random_episode_steps": 25, "batches": 2,
+            "dyna": {"agent.initial_steps": 1024, "agent.steps_per_iteration": 512, "agent.n_envs": 4,
+                     "agent.kwargs.n_steps": 128, "agent.kwargs.batch_size": 128, "agent.kwargs.n_epochs": 2,
+                     "env.max_episode_steps": 50, "dynamics.n_models": 5},
+            "mpc": {"horizon": 10},
+            "ppo": {"n_envs": 1, "kwargs": {"n_steps": 64, "batch_size": 32, "n_epochs": 2}},
+            "sac": {"kwargs": {"learning_starts": 50}},
+        },
     },
 }
 
@@ -255,15 +285,22 @@ def run_model_free(task: str, method: str, seed: int, settings: dict) -> dict:
 
     curve: list[list[float]] = []
 
+    # ``eval_at``: evaluate at these real steps instead, on ``eval_at_episodes`` episodes from reset seed ``seed``
+    # (the low-data table: the same starts as the Dyna runs' final evaluation)
+    points = list(s.get("eval_at") or [])
+    n_eval = int(s.get("eval_at_episodes", settings["eval_episodes"])) if points else settings["eval_episodes"]
+    eval_seed = seed if points else 10_000 + seed
+
     class EvalEvery(BaseCallback):
         def __init__(self):
             super().__init__()
-            self.next_eval = s["eval_every"]
+            self.next_eval = points.pop(0) if points else s["eval_every"]
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval:
-                self.next_eval += s["eval_every"]
-                r = evaluate_policy(sb3_act(self.model), mk, settings["eval_episodes"], seed=10_000 + seed)
+                self.next_eval = (points.pop(0) if points else float("inf")) if "eval_at" in s else \
+                    self.next_eval + s["eval_every"]
+                r = evaluate_policy(sb3_act(self.model), mk, n_eval, seed=eval_seed)
                 curve.append([int(self.num_timesteps), float(r.mean())])
                 print(f"  [{task}/{method}/s{seed}] {self.num_timesteps} real steps: return {r.mean():.1f}",
                       flush=True)
@@ -278,6 +315,11 @@ def run_model_free(task: str, method: str, seed: int, settings: dict) -> dict:
         venv = make_vec_env(mk, n_envs=1, seed=seed)
         model = sb3.SAC("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)
     model.learn(s["steps"], callback=EvalEvery())
+    if "eval_at" in s and curve and curve[-1][0] == model.num_timesteps:
+        # the last evaluation point is the final evaluation (same episodes, same seeds)
+        return {"curve": curve, "final_return": curve[-1][1], "final_return_std": float("nan"),
+                "real_steps": int(model.num_timesteps), "wall_seconds": time.time() - t0,
+                "neural_policy_params": policy_param_count(model)}
     final = evaluate_policy(sb3_act(model), mk, settings["final_eval_episodes"], seed=seed)
     wall = time.time() - t0
     if curve and curve[-1][0] == model.num_timesteps:
@@ -287,6 +329,165 @@ def run_model_free(task: str, method: str, seed: int, settings: dict) -> dict:
     return {"curve": curve, "final_return": float(final.mean()), "final_return_std": float(final.std()),
             "real_steps": int(model.num_timesteps), "wall_seconds": wall,
             "neural_policy_params": policy_param_count(model)}
+
+
+# ------------------------------------------------------------------ low-data budgets
+LOW_METHODS = {"sindy": "sindyrl Dyna (E-SINDy)", "nn": "Dyna-NN (same data schedule)",
+               "mpc": "MPC on the learned sparse model", "sac": "SAC (model-free)", "ppo": "PPO (model-free)"}
+
+
+def low_data_schedule(budget: int, ld: dict) -> dict:
+    """The Dyna overrides of one real-step budget: ``random_fraction`` of it as random steps in episodes of
+    ``random_episode_steps`` (many real starts), the rest in ``batches`` equal policy batches, and
+    ``collect.max_real_steps`` so the loop can never spend more."""
+    ep = int(ld["random_episode_steps"])
+    random_steps = max(ep, int(round(ld["random_fraction"] * budget / ep)) * ep)
+    batch = (budget - random_steps) // int(ld["batches"])
+    return {**ld.get("dyna", {}), "collect.random_steps": random_steps, "collect.random_episode_steps": ep,
+            "collect.steps_per_iteration": batch, "collect.max_real_steps": budget,
+            "dyna.iterations": int(ld["batches"]) + 1}
+
+
+def low_data_trial_settings(method: str, st: dict) -> dict:
+    keys = ["config", "env_id", "low_data", "max_episode_steps"] + (["nn"] if method == "nn" else [])
+    return json.loads(json.dumps({k: st.get(k) for k in keys}))
+
+
+def run_low_dyna(task: str, method: str, budget: int, seed: int, st: dict, args: Args) -> dict:
+    """One Dyna (E-SINDy or NN) run at a real-step budget; for E-SINDy also MPC on its final sparse model."""
+    from sindyrl.dyna import Dyna
+    from sindyrl.runs import Run
+
+    ld = st["low_data"]
+    sets = {**low_data_schedule(budget, ld), "dyna.eval_episodes": 0,
+            "dyna.final_eval_episodes": ld["final_eval_episodes"]}
+    cfg = dyna_config(task, method, seed, {**st, "dyna": sets, "eval_episodes": 0,
+                                            "final_eval_episodes": ld["final_eval_episodes"]})
+    root = Path(args.runs_dir) / f"{task}_low"
+    path = root / f"{method}-b{budget}-s{seed}"
+    if path.exists():
+        shutil.rmtree(path)  # a stored trial JSON is the reuse unit; a run directory without one is stale
+    run = Run.create(cfg, root=root, name=path.name)
+    tag = f"  [{task}/{method}@{budget}/s{seed}]"
+    summary = Dyna(run.config, run, echo=lambda *a: print(tag, *a, flush=True), progress_bar=False).run()
+    rows = run.read_metrics()
+    out = {"return": float(summary["eval_return_mean"]), "return_min": float(summary["eval_return_min"]),
+           "real_steps": int(summary["real_steps_collect"]), "real_steps_eval": int(summary["real_steps_final_eval"]),
+           "surrogate_steps": int(summary["surrogate_steps"]), "wall_seconds": float(summary["train_wall_seconds"]),
+           "batches": [int(r.get("collect_steps") or 0) for r in rows], "run_dir": str(run.path)}
+    if method == "sindy":
+        from controllers.stage import control
+
+        t0 = time.time()
+        res = control(run, method="mpc", horizon=int(ld["mpc"]["horizon"]), n_episodes=int(ld["final_eval_episodes"]),
+                      compare=False, echo=lambda *a: print(tag, *a, flush=True))
+        out["mpc"] = {"return": float(res["control_mpc_return_mean"]), "return_min": float(res["control_mpc_return_min"]),
+                      "real_steps": int(summary["real_steps_collect"]), "wall_seconds": time.time() - t0,
+                      "failures": int(res.get("control_mpc_failures", 0))}
+    return out
+
+
+def run_low_model_free(task: str, method: str, seed: int, st: dict) -> dict:
+    """PPO or SAC for the largest budget, evaluated at every budget on the Dyna runs' final-evaluation seeds."""
+    ld = st["low_data"]
+    budgets = sorted(int(b) for b in ld["budgets"])
+    s = {**ld[method], "steps": budgets[-1], "eval_every": budgets[0], "eval_at": budgets,
+         "eval_at_episodes": ld["final_eval_episodes"]}
+    res = run_model_free(task, method, seed, {**st, method: s, "final_eval_episodes": ld["final_eval_episodes"]})
+    return {"returns": {str(int(b)): r for b, r in res["curve"]}, "real_steps": res["real_steps"],
+            "wall_seconds": res["wall_seconds"]}
+
+
+def run_low_trial(task: str, method: str, budget: int | None, seed: int, st: dict, args: Args,
+                  trial_dir: Path) -> dict | None:
+    if _past_deadline(args.deadline):
+        return None
+    print(f"=== low data {task} / {method}" + (f" @ {budget}" if budget else "") + f" / seed {seed}", flush=True)
+    if method in ("sindy", "nn"):
+        res = run_low_dyna(task, method, int(budget), seed, st, args)
+    else:
+        res = run_low_model_free(task, method, seed, st)
+    res.update(task=task, method=method, budget=budget, seed=seed, settings=low_data_trial_settings(method, st))
+    name = f"low_{task}_{method}" + (f"_b{budget}" if budget else "") + f"_s{seed}.json"
+    (trial_dir / name).write_text(json.dumps(res, indent=1))
+    return res
+
+
+def low_data_keys(task: str, st: dict, methods: list[str], n_seeds: int) -> list[tuple]:
+    ld = st["low_data"]
+    keys = []
+    for seed in range(n_seeds):
+        for m in methods:
+            if m in ("sindy", "nn"):
+                keys += [(task, m, int(b), seed) for b in ld["budgets"]]
+            elif m in ("ppo", "sac"):
+                keys.append((task, m, None, seed))
+    return keys
+
+
+def low_data_aggregate(trials: list[dict], st: dict) -> dict:
+    """Per method and budget: the per-seed returns, their mean, std and worst seed, and the targets met."""
+    ld = st["low_data"]
+    out: dict = {"budgets": [int(b) for b in ld["budgets"]], "targets": ld.get("targets", {}), "methods": {}}
+    for m in LOW_METHODS:
+        per_b = {}
+        for b in ld["budgets"]:
+            if m in ("sindy", "nn"):
+                vals = {t["seed"]: t["return"] for t in trials if t["method"] == m and t["budget"] == b}
+            elif m == "mpc":
+                vals = {t["seed"]: t["mpc"]["return"] for t in trials
+                        if t["method"] == "sindy" and t["budget"] == b and "mpc" in t}
+            else:
+                vals = {t["seed"]: t["returns"].get(str(b)) for t in trials if t["method"] == m}
+                vals = {k: v for k, v in vals.items() if v is not None}
+            if not vals:
+                continue
+            v = np.array([vals[k] for k in sorted(vals)])
+            per_b[str(b)] = {"seeds": sorted(vals), "returns": v.tolist(), "mean": float(v.mean()),
+                             "std": float(v.std()), "worst_seed": float(v.min())}
+            tgt = ld.get("targets", {}).get(str(b))
+            if tgt is not None:
+                per_b[str(b)]["target"] = tgt
+                per_b[str(b)]["every_seed_meets_target"] = bool((v >= tgt).all())
+        if per_b:
+            out["methods"][m] = per_b
+    return out
+
+
+def low_data_table(task: str, agg: dict, st: dict) -> str:
+    ld = st["low_data"]
+    bs = agg["budgets"]
+    lines = [f"### {st['env_id']}: low-data budgets ({', '.join(f'{b:,}' for b in bs)} real training steps)", "",
+             "Steps are simulator steps at the env's own control rate (Pendulum-v1: 0.05 s per step), no action "
+             "repeat; real evaluation episodes are excluded for every method (each cell is the mean return of "
+             f"{ld['final_eval_episodes']} deterministic episodes on reset seeds seed..seed+"
+             f"{ld['final_eval_episodes'] - 1}, the same for every method). Dyna: one run per budget, "
+             f"{ld['random_fraction']:.0%} of it random steps in {ld['random_episode_steps']}-step episodes, the rest "
+             f"in {ld['batches']} equal policy batches (`collect.max_real_steps` = the budget), surrogate budget "
+             f"{ld.get('dyna') or 'of the config'}; Dyna-NN: the same schedule on the neural ensemble; MPC: the control stage's CasADi "
+             f"MPC (horizon {ld['mpc']['horizon']}, cost: the known reward) on the E-SINDy run's final sparse "
+             "model, so the same real training steps; SAC and PPO: one run per seed on the real env, evaluated "
+             "at each budget. Cells: mean ± std over seeds, [worst seed].", "",
+             "| method | seeds | " + " | ".join(f"{b:,} steps" for b in bs) + " |", "|" + "---|" * (2 + len(bs))]
+    for m, per_b in agg["methods"].items():
+        n = max(len(c["seeds"]) for c in per_b.values())
+        cells = []
+        for b in bs:
+            c = per_b.get(str(b))
+            cells.append("—" if c is None else f"{c['mean']:.0f} ± {c['std']:.0f} [{c['worst_seed']:.0f}]")
+        lines.append(f"| {LOW_METHODS[m]} | {n} | " + " | ".join(cells) + " |")
+    tg = []
+    for b, t in agg["targets"].items():
+        c = agg["methods"].get("sindy", {}).get(str(b))
+        if c is not None:
+            tg.append(f"≥ {t:g} with ≤ {int(b):,} steps: {'met' if c['every_seed_meets_target'] else 'NOT met'} "
+                      f"on every seed (per seed: {', '.join(f'{r:.0f}' for r in c['returns'])})")
+    if tg:
+        lines += ["", "Targets (E-SINDy Dyna, every seed): " + "; ".join(tg) + "."]
+    missing = [LOW_METHODS[m] for m in LOW_METHODS if m not in agg["methods"]]
+    if missing:
+        lines += ["", "Not measured in this run: " + ", ".join(missing) + " (— : a budget not run)."]
+    return "\n".join(lines + [""])
 
 
 # ------------------------------------------------------------------ aggregation
@@ -505,14 +706,27 @@ def figures(agg: dict) -> dict:
     return out
 
 
+def _absolute_deadline(deadline: str) -> str:
+    """``HH:MM`` (UTC) -> the first such moment from now, as an ISO timestamp (a 00:45 deadline given at 23:40
+    is tomorrow's, not already past); an ISO timestamp or "" is returned as it is."""
+    if not deadline or "T" in deadline:
+        return deadline
+    import datetime as dt
+
+    h, m = (int(x) for x in deadline.split(":"))
+    now = dt.datetime.now(dt.timezone.utc)
+    at = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    if at <= now:
+        at += dt.timedelta(days=1)
+    return at.isoformat()
+
+
 def _past_deadline(deadline: str) -> bool:
     if not deadline:
         return False
     import datetime as dt
 
-    h, m = (int(x) for x in deadline.split(":"))
-    now = dt.datetime.now(dt.timezone.utc)
-    return (now.hour, now.minute) >= (h, m)
+    return dt.datetime.now(dt.timezone.utc) >= dt.datetime.fromisoformat(_absolute_deadline(deadline))
 
 
 def _stale_distillation(trial: dict, st: dict, args: Args) -> bool:
@@ -537,6 +751,8 @@ def run_trial(task: str, method: str, seed: int, st: dict, args: Args, trial_dir
 
 def main(args: Args) -> dict:
     limit_threads(1)
+    # fixed once, so every trial (and every worker process) compares against the same moment
+    args = dataclasses.replace(args, deadline=_absolute_deadline(args.deadline))
     tasks = [t for t in args.tasks.split(",") if t]
     if args.quick:
         tasks = ["pendulum"]
@@ -555,6 +771,8 @@ def main(args: Args) -> dict:
     # seeds outermost within a task, so an early stop still leaves every method with the same seeds
     todo = [(task, method, seed) for task in tasks
             for seed in range(int(seeds_override.get(task, settings[task]["seeds"]))) for method in methods]
+    if args.only_low_data:
+        todo = []
     results: dict[tuple, dict | None] = {}
     pending = []
     for key in todo:
@@ -595,8 +813,62 @@ def main(args: Args) -> dict:
                     results[key] = fut.result()
                 except Exception as e:
                     failure(key, e)
+    # the low-data budgets: one Dyna run per (budget, seed), model-free runs evaluated at every budget
+    low_todo = []
+    if args.low_data:
+        for task in tasks:
+            if "low_data" in settings[task]:
+                n = int(seeds_override.get(task, settings[task]["low_data"]["seeds"]))
+                keys = low_data_keys(task, settings[task], methods, n)
+                if args.low_budgets:
+                    only = {int(b) for b in args.low_budgets.split(",") if b}
+                    keys = [k for k in keys if k[2] is None or k[2] in only]
+                low_todo += keys
+    low_results: dict[tuple, dict | None] = {}
+    low_pending = []
+    for key in low_todo:
+        task, m, b, seed = key
+        f = trial_dir / (f"low_{task}_{m}" + (f"_b{b}" if b else "") + f"_s{seed}.json")
+        stored = json.loads(f.read_text()) if f.is_file() and not args.fresh else None
+        if stored is not None and stored.get("settings") == low_data_trial_settings(m, settings[task]):
+            low_results[key] = stored
+        else:
+            low_pending.append(key)
+
+    def low_name(key: tuple) -> str:
+        task, m, b, seed = key
+        return f"low/{task}/{m}" + (f"@{b}" if b else "") + f"/s{seed}"
+
+    def low_failure(key: tuple, e: BaseException) -> None:
+        name = low_name(key)
+        failed[name] = f"{type(e).__name__}: {e}"
+        print(f"=== {name} FAILED: {failed[name]}", flush=True)
+        low_results[key] = None
+
+    if jobs == 1:
+        for key in low_pending:
+            try:
+                low_results[key] = run_low_trial(*key, settings[key[0]], args, trial_dir)
+            except Exception as e:
+                low_failure(key, e)
+    elif low_pending:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=limit_threads,
+                                    initargs=(1,)) as pool:
+            futs = {key: pool.submit(run_low_trial, *key, settings[key[0]], args, trial_dir) for key in low_pending}
+            for key, fut in futs.items():
+                try:
+                    low_results[key] = fut.result()
+                except Exception as e:
+                    low_failure(key, e)
+    low_trials = [low_results[k] for k in low_todo if low_results[k] is not None]
+    low_agg = {t: low_data_aggregate([x for x in low_trials if x["task"] == t], settings[t])
+               for t in tasks if any(x["task"] == t for x in low_trials)}
     trials = [results[k] for k in todo if results[k] is not None]
     skipped = ["{}/{}/s{}".format(*k) for k in todo if results[k] is None and "{}/{}/s{}".format(*k) not in failed]
+    skipped += [low_name(k) for k in low_todo if low_results[k] is None and low_name(k) not in failed]
     agg = aggregate(trials, settings)
     png = plot(trials, settings, out_dir / "sample_efficiency.png")
     import platform
@@ -605,16 +877,21 @@ def main(args: Args) -> dict:
     import torch
 
     cmd = "python benchmarks/sample_efficiency.py" + (" --quick" if args.quick else "") + (
+        " --only-low-data" if args.only_low_data else "") + (f" --methods {args.methods}" if args.methods != Args.methods
+                                                              else "") + (
         f" --tasks {args.tasks}" if args.tasks != Args.tasks else "") + (
         f" --seeds {args.seeds}" if args.seeds else "") + (f" --jobs {jobs}" if jobs > 1 else "")
     side = "one after another" if jobs == 1 else f"{jobs} at a time (wall times share the machine)"
     notes = [f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, SB3 "
              f"{stable_baselines3.__version__}; one thread per trial, trials run {side}."]
     result = {"args": dataclasses.asdict(args), "settings": settings, "trials": trials, "aggregate": agg,
+              "low_data_trials": low_trials, "low_data": low_agg,
               "not_run": skipped, "failed": failed, "plot": str(png)}
     (out_dir / "sample_efficiency.json").write_text(json.dumps(result, indent=1))
-    md = markdown_table(agg, settings, cmd, notes)
-    print(md)
+    md = markdown_table(agg, settings, cmd, notes) if todo else ""
+    low_md = "\n".join(["## Sample efficiency at low-data budgets", "", f"Command: `{cmd}`. " + " ".join(notes), ""]
+                        + [low_data_table(t, a, settings[t]) for t, a in low_agg.items()]) if low_agg else ""
+    print(md + "\n" + low_md)
     if skipped:
         print("not run (deadline): " + ", ".join(skipped))
     if failed:
@@ -622,8 +899,18 @@ def main(args: Args) -> dict:
     if args.write_docs and failed:
         print(f"{args.docs} not rewritten: the table would miss the failed trials")
     elif args.write_docs:
-        write_section("sample_efficiency", md, ROOT / args.docs)
-        write_results("sample_efficiency", figures(agg), cmd, ROOT / args.docs)
+        # the main table and the low-data table have a section each: --only-low-data rewrites the second alone
+        if todo:
+            write_section("sample_efficiency", md, ROOT / args.docs)
+        if low_md:
+            write_section("sample_efficiency_low_data", low_md, ROOT / args.docs)
+        fig = figures(agg) if todo else {}
+        for t, a in low_agg.items():
+            fig[f"{t}_low_data"] = {m: {b: {k: c[k] for k in ("mean", "std", "worst_seed")}
+                                        | ({"every_seed_meets_target": c["every_seed_meets_target"]}
+                                           if "target" in c else {})
+                                        for b, c in per_b.items()} for m, per_b in a["methods"].items()}
+        write_results("sample_efficiency", fig, cmd, ROOT / args.docs)
     return result
 
 

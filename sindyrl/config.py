@@ -61,6 +61,18 @@ class CollectConfig:
     random_episode_steps: int | None = None
     #: real steps collected with the current policy after each Dyna iteration
     steps_per_iteration: int = 500
+    #: adaptive batches (None: off, every batch is ``steps_per_iteration``): while the model is poor (its
+    #: held-out rollout error above ``model_error_tolerance``, or not measurable yet) each batch is this many
+    #: real steps, so the model is refitted and the policy retrained after few real steps; once the model is
+    #: good the batch doubles every iteration up to ``steps_per_iteration``
+    min_steps_per_iteration: int | None = None
+    #: the held-out rollout error (RMS over ``dynamics.rollout_steps`` steps, in units of each state's std)
+    #: at or below which the model counts as good for the adaptive batches
+    model_error_tolerance: float = 0.1
+    #: budget of real training steps (random + policy collection; evaluation episodes are not counted):
+    #: the last batch is cut to fit it and the iteration after it is the last one (``dyna.iterations`` stays
+    #: an upper bound). None: no budget, ``dyna.iterations`` alone ends the loop
+    max_real_steps: int | None = None
     #: sample the policy's actions (True) or act deterministically (False)
     stochastic: bool = True
 
@@ -193,6 +205,15 @@ class DynaConfig:
     max_extra_rounds: int = 2
     #: stop early once the evaluation mean return reaches this (None: never)
     target_return: float | None = None
+    #: after a refit, assess the agent of the last iteration in the new surrogate before training it further,
+    #: and go back to it when the further training scores worse there (PPO can collapse after a refit:
+    #: Pendulum, 500 real steps, surrogate return -180 -> -709 with an accurate model)
+    keep_better: bool = True
+    #: when a refit drops the last agent's surrogate score by more than this fraction of its size (the agent
+    #: was exploiting errors of the old model: the new one is right where it goes), a fresh agent is also
+    #: trained for ``agent.initial_steps`` on the new model and the better of the two by surrogate score is
+    #: kept (a PPO policy stuck spinning the pendulum does not unlearn it in 50k steps). None: never
+    restart_on_drop: float | None = 0.5
 
 
 @dataclass
@@ -355,6 +376,12 @@ def _validate(cfg: Config) -> None:
     positive(cfg.collect.random_steps, "collect.random_steps")
     positive(cfg.collect.steps_per_iteration, "collect.steps_per_iteration", allow_zero=True)
     positive(cfg.collect.random_episode_steps, "collect.random_episode_steps")
+    positive(cfg.collect.min_steps_per_iteration, "collect.min_steps_per_iteration")
+    positive(cfg.collect.model_error_tolerance, "collect.model_error_tolerance", allow_zero=True)
+    positive(cfg.collect.max_real_steps, "collect.max_real_steps")
+    if cfg.collect.max_real_steps is not None and cfg.collect.max_real_steps < cfg.collect.random_steps:
+        raise ConfigError(f"collect.max_real_steps: {cfg.collect.max_real_steps} is below collect.random_steps "
+                          f"({cfg.collect.random_steps}): the random warm-up alone would exceed the budget")
     for sec in ("dynamics", "reward"):
         lib = getattr(cfg, sec).library
         if isinstance(lib, LibraryConfig):
@@ -382,6 +409,7 @@ def _validate(cfg: Config) -> None:
     positive(cfg.dyna.assess_starts, "dyna.assess_starts")
     positive(cfg.dyna.max_extra_rounds, "dyna.max_extra_rounds", allow_zero=True)
     positive(cfg.dyna.final_eval_episodes, "dyna.final_eval_episodes")
+    positive(cfg.dyna.restart_on_drop, "dyna.restart_on_drop", allow_zero=True)
     positive(cfg.env.max_episode_steps, "env.max_episode_steps")
     for key in ("passes", "refine_steps", "refine_horizon", "refine_rounds", "refine_batch"):
         positive(getattr(cfg.distill, key), f"distill.{key}")

@@ -118,9 +118,22 @@ class TransitionBuffer:
             eps = [eps[i] for i in indices]
         return [(self.obs[e], self.actions[e], self.next_obs[e]) for e in eps]
 
-    def split_episodes(self, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Train/validation transition masks by whole episodes (at least one each when possible)."""
+    def split_episodes(self, holdout: float, seed: int, min_units: int = 5,
+                       min_segment: int = 40) -> tuple[np.ndarray, np.ndarray]:
+        """Train/validation transition masks by whole episodes (at least one each when possible).
+
+        With fewer than ``min_units`` episodes (the first fits of a low-data run: one random episode and a
+        partial policy batch), whole-episode hold-out would drop half the data or more, often the only
+        exciting (random) episode. Episodes are then cut into contiguous segments of at least
+        ``min_segment`` transitions, and ``holdout`` of those segments (at least one) are held out, so the
+        fit keeps part of every episode and the held-out rollouts are still contiguous real trajectories.
+        """
         eps = self.episodes()
+        if holdout > 0 and len(eps) < min_units and len(self) >= 2 * min_segment:
+            units = []
+            for e in eps:
+                units.extend(np.array_split(e, max(1, len(e) // int(min_segment))))
+            eps = units
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(eps))
         n_val = int(round(holdout * len(eps)))

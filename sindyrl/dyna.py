@@ -121,6 +121,14 @@ def final_eval_episodes(cfg: Config, real_steps_collect: int, horizon: int | Non
     return int(min(20, max(1, real_steps_collect // (CONFIRMATIONS * max(int(horizon or 1000), 1)))))
 
 
+def _snapshot(agent) -> dict:
+    """A copy of the agent's parameters (and optimizer state) that later training leaves alone: SB3's
+    ``get_parameters`` returns the live state dicts, whose tensors the optimizer updates in place."""
+    import copy
+
+    return copy.deepcopy(agent.get_parameters())
+
+
 def _save_agent(agent, path) -> None:
     """SB3 writes its zip in place; write a temporary file and rename it, so a crash never leaves half a zip."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,8 +175,10 @@ class DynaState:
     real_steps_eval: int = 0
     surrogate_steps: int = 0
     wall_seconds: float = 0.0
-    #: set once a target return was reached: the loop is finished
+    #: set once a target return was reached or the real-step budget used: the loop is finished
     stopped_early: bool = False
+    #: real steps of the last policy batch (the adaptive batches of ``collect.min_steps_per_iteration``)
+    last_batch: int = 0
 
     @classmethod
     def load(cls, run: Run) -> DynaState:
@@ -193,6 +203,12 @@ class _Iteration:
     extra_rounds: int = 0
     collected: np.ndarray | None = None
     evaluation: np.ndarray | None = None
+    #: real steps collected with the policy in this iteration
+    batch: int = 0
+    #: the further training was undone (``dyna.keep_better``)
+    kept_previous: bool = False
+    #: a fresh agent replaced the continued one (``dyna.restart_on_drop``)
+    restarted: bool = False
 
 
 class Dyna:
@@ -219,6 +235,8 @@ class Dyna:
         self.agent = None
         self.last_choice: dict = {}
         self._episode_limit: int | None = None
+        #: added to the agent's seed: a fresh agent of ``dyna.restart_on_drop`` draws other initial weights
+        self._seed_offset = 0
         self.board = DynaBoard(run.path, enabled=False)
 
     # ----------------------------------------------------------- helpers
@@ -226,7 +244,7 @@ class Dyna:
         cfg = self.cfg.agent
         cls = algorithm_class(cfg.algo)
         kwargs = dict(cfg.kwargs)
-        kwargs.setdefault("seed", self.cfg.seed)
+        kwargs.setdefault("seed", self.cfg.seed + self._seed_offset)
         kwargs.setdefault("verbose", 0)
         kwargs.setdefault("device", "cpu")
         kwargs.setdefault("tensorboard_log", agent_log_dir(self.run_dir.path, cfg.tensorboard))
@@ -324,7 +342,7 @@ class Dyna:
             self.echo(f"  [assess] {best.n_failed}/{best.returns.size} surrogate starts fail "
                       f"({best.describe()}): training {n_round} more surrogate steps")
             if best_params is None:
-                best_params = self.agent.get_parameters()
+                best_params = _snapshot(self.agent)
             extra_steps += self.train(venv, n_round, f"[train {it + 1}+{r + 1}] surrogate")
             rounds += 1
             cand = assess_in_surrogate(sb3_act_batch(self.agent), venv, starts, seed=seed)
@@ -336,12 +354,33 @@ class Dyna:
             self.echo("  [assess] kept the checkpoint before the extra training (better on the surrogate test)")
         return best, extra_steps, rounds
 
-    def collect(self, buffer: TransitionBuffer, it: int) -> np.ndarray:
+    def batch_steps(self, state: DynaState, scores: dict, n_buffer: int) -> int:
+        """Real steps of this iteration's policy batch: ``collect.steps_per_iteration``, or adaptive
+        (``collect.min_steps_per_iteration``): short while the model's held-out rollout error is above
+        ``collect.model_error_tolerance`` or not measurable, doubling once it is good; always cut to what is
+        left of ``collect.max_real_steps``."""
+        c = self.cfg.collect
+        n = c.steps_per_iteration
+        if c.min_steps_per_iteration is not None and n > 0:
+            err = scores.get("model_rollout_error")
+            good = err is not None and bool(np.isfinite(err)) and err <= c.model_error_tolerance
+            short = min(c.min_steps_per_iteration, n)
+            n = min(n, 2 * max(state.last_batch, short)) if good else short
+        if c.max_real_steps is not None:
+            n = min(n, max(0, c.max_real_steps - n_buffer))
+        return int(n)
+
+    def budget_used(self, n_buffer: int) -> bool:
+        """``collect.max_real_steps`` is reached: the current iteration is the last."""
+        return self.cfg.collect.max_real_steps is not None and n_buffer >= self.cfg.collect.max_real_steps
+
+    def collect(self, buffer: TransitionBuffer, it: int, n_steps: int | None = None) -> np.ndarray:
         """Real steps with the current policy; returns the returns of the episodes completed in this batch."""
         cfg = self.cfg
         first_new = len(buffer)
         act = sb3_act(self.agent, deterministic=not cfg.collect.stochastic)
-        self._collect(buffer, cfg.collect.steps_per_iteration, act, cfg.seed + 100 * (it + 1), None)
+        n = cfg.collect.steps_per_iteration if n_steps is None else n_steps
+        self._collect(buffer, n, act, cfg.seed + 100 * (it + 1), None)
         ep = buffer.episode[first_new:]
         done = (buffer.terminated | buffer.truncated)[first_new:]
         rewards = buffer.rewards[first_new:]
@@ -358,6 +397,8 @@ class Dyna:
             **a.summary(), "extra_train_rounds": out.extra_rounds,
             "collect_return_mean": _mean(out.collected), "collect_return_min": _min(out.collected),
             "collect_episodes": 0 if out.collected is None else int(out.collected.size),
+            "collect_steps": out.batch, "kept_previous_agent": int(out.kept_previous),
+            "restarted_agent": int(out.restarted),
             "eval_return_mean": _mean(out.evaluation), "eval_return_std": _std(out.evaluation),
             "eval_return_min": _min(out.evaluation),
             "model_one_step_error": out.scores["model_one_step_error"],
@@ -405,29 +446,66 @@ class Dyna:
                                 and k.endswith(("_library", "_degree", "_control", "_fourier", "_threshold"))}
             venv = build_surrogate(cfg, dyn, reward, buffer, self.spec, cfg.seed + 1000 * (it + 1))
             n_train = cfg.agent.initial_steps if self.agent is None else cfg.agent.steps_per_iteration
-            state.surrogate_steps += self.train(venv, n_train, f"[train {it + 1}] surrogate")
             starts = assessment_starts(buffer, cfg.dyna.assess_starts, seed=cfg.seed + it)
+            before = None
+            if cfg.dyna.keep_better and self.agent is not None and n_train > 0:
+                # the last iteration's agent on the new model: what the further training has to beat
+                before = (assess_in_surrogate(sb3_act_batch(self.agent), venv, starts, seed=cfg.seed + 7919 * (it + 1)),
+                          _snapshot(self.agent))
+            state.surrogate_steps += self.train(venv, n_train, f"[train {it + 1}] surrogate")
             assessment, extra, rounds = self.assess(venv, starts, it)
             state.surrogate_steps += extra
+            restarted = False
+            drop = cfg.dyna.restart_on_drop
+            if before is not None and drop is not None and rows and cfg.agent.initial_steps > 0:
+                prev = rows[-1]
+                old_score = 0.5 * (float(prev["surrogate_return_mean"]) + float(prev["surrogate_return_worst_decile"]))
+                if before[0].score < old_score - drop * abs(old_score):
+                    echo(f"  [restart] the refit dropped the agent's surrogate score from {old_score:.1f} to "
+                         f"{before[0].score:.1f}: training a fresh agent for {cfg.agent.initial_steps} steps too")
+                    continued = (assessment, _snapshot(self.agent), self.agent)
+                    self.agent = None
+                    self._seed_offset = 1 + it
+                    state.surrogate_steps += self.train(venv, cfg.agent.initial_steps, f"[train {it + 1}] fresh agent")
+                    fresh, extra2, rounds2 = self.assess(venv, starts, it)
+                    state.surrogate_steps += extra2
+                    rounds += rounds2
+                    if fresh.score >= continued[0].score:
+                        assessment, restarted = fresh, True
+                        echo(f"  [restart] kept the fresh agent ({fresh.describe()})")
+                    else:
+                        self.agent = continued[2]
+                        echo(f"  [restart] kept the continued agent ({continued[0].describe()})")
+            kept_previous = False
+            if before is not None and before[0].score > assessment.score:
+                self.agent.set_parameters(before[1], exact_match=False)
+                echo(f"  [assess] the further training scored worse on the new model ({assessment.describe()}) than "
+                     f"the last iteration's agent ({before[0].describe()}): kept that agent")
+                assessment, kept_previous = before[0], True
             evaluation = None
             if cfg.dyna.eval_episodes > 0:  # opt-in: it costs real steps
                 evaluation = evaluate_policy(sb3_act(self.agent), run.make_env, cfg.dyna.eval_episodes,
                                              seed=10_000 + cfg.seed)
                 state.real_steps_eval += int(evaluation.lengths.sum())
-            last = it == cfg.dyna.iterations - 1
+            last = it == cfg.dyna.iterations - 1 or self.budget_used(len(buffer))
             reached = cfg.dyna.target_return is not None and evaluation is not None and \
                 evaluation.mean() >= cfg.dyna.target_return
             collected = None
-            if not last and not reached and cfg.collect.steps_per_iteration > 0:
-                collected = self.collect(buffer, it)
+            n_batch = 0 if last or reached else self.batch_steps(state, scores, len(buffer))
+            if n_batch > 0:
+                collected = self.collect(buffer, it, n_batch)
                 state.real_steps_collect = len(buffer)
+                state.last_batch = n_batch
                 if cfg.dyna.target_return is not None and evaluation is None and collected.size:
                     reached = bool(collected.mean() >= cfg.dyna.target_return)
             sparse = dyn.sparse_model
             out = _Iteration(n_fit, scores, sparse.nnz if sparse is not None else None,
                              sparse.n_models if sparse is not None else dyn.n_models, n_train, assessment,
                              rounds, collected, evaluation)
-            state.stopped_early = bool(reached)
+            out.batch = n_batch
+            out.kept_previous = kept_previous
+            out.restarted = restarted
+            state.stopped_early = bool(reached) or (last and it < cfg.dyna.iterations - 1)
             self.checkpoint(state, rows, out, it, t_start)
             echo(f"[iter {it + 1}/{cfg.dyna.iterations}] surrogate return {assessment.describe()}"
                  + (f" | real return {_fmt_returns(evaluation)}" if evaluation is not None else "")
@@ -438,6 +516,11 @@ class Dyna:
                  + f" | surrogate steps {state.surrogate_steps} | {time.time() - t_it:.0f}s")
             if reached:
                 echo(f"[dyna] target return {cfg.dyna.target_return} reached: stopping early")
+                break
+            if last:
+                if it < cfg.dyna.iterations - 1:
+                    echo(f"[dyna] real-step budget collect.max_real_steps={cfg.collect.max_real_steps} used: "
+                         "this was the last iteration")
                 break
         if self.agent is None:
             raise RuntimeError("Dyna: no agent was trained (dyna.iterations must be >= 1)")

@@ -106,10 +106,13 @@ def rollout_horizon(buf: TransitionBuffer, mask: np.ndarray, rollout_steps: int)
 def _windows(buf: TransitionBuffer, mask: np.ndarray, length: int, max_windows: int, seed: int):
     """Start indices of contiguous windows of ``length`` transitions inside masked episodes."""
     starts = []
-    for e in buf.episodes():
-        e = e[mask[e]]
-        if len(e) >= length:
-            starts.extend(e[: len(e) - length + 1 : max(1, length // 2)])
+    for ep in buf.episodes():
+        ep = ep[mask[ep]]
+        # contiguous runs only: a held-out segment of an episode (TransitionBuffer.split_episodes) ends
+        # where training transitions begin
+        for e in np.split(ep, np.flatnonzero(np.diff(ep) > 1) + 1):
+            if len(e) >= length:
+                starts.extend(e[: len(e) - length + 1 : max(1, length // 2)])
     starts = np.asarray(starts, dtype=np.int64)
     if len(starts) > max_windows:
         starts = np.random.default_rng(seed).choice(starts, max_windows, replace=False)

@@ -34,11 +34,21 @@ def test_quick_benchmark_writes_results_plot_and_table(tmp_path, capsys):
     sindy = next(t for t in data["trials"] if t["method"] == "sindy")
     assert sindy["real_steps"] == 300 and [s for s, _ in sindy["curve"]] == [200, 300]
     assert 0 < sindy["sparse_policy_nnz"] < sindy["neural_policy_params"]
+    # the low-data budget: one Dyna run with its own schedule, spending exactly the budget, MPC on its model
+    low = {(t["method"], t["budget"]): t for t in data["low_data_trials"]}
+    assert set(low) == {("sindy", 150), ("nn", 150), ("ppo", None), ("sac", None)}
+    for m in ("sindy", "nn"):
+        assert low[m, 150]["real_steps"] == 150 and low[m, 150]["batches"] == [50, 50, 0]
+    assert low["sindy", 150]["mpc"]["real_steps"] == 150 and low["sindy", 150]["mpc"]["return"] < 0
+    assert "150" in low["sac", None]["returns"] and "150" in low["ppo", None]["returns"]
+    cells = res["low_data"]["pendulum"]["methods"]
+    assert set(cells) == {"sindy", "nn", "mpc", "sac", "ppo"} and cells["mpc"]["150"]["seeds"] == [0]
     agg = res["aggregate"]["pendulum"]
     assert set(agg["methods"]) == {"sindy", "nn", "ppo", "sac"} and set(agg["ratios"]) == {"ppo", "sac", "nn"}
     assert (out / "sample_efficiency.png").stat().st_size > 5000
     md = capsys.readouterr().out
     assert "Pendulum-v1" in md and "| sindyrl Dyna (E-SINDy) | 1 | 300 |" in md and "Compactness" in md
+    assert "low-data budgets" in md and "| MPC on the learned sparse model | 1 |" in md and "no action repeat" in md
     # a restart reuses every stored trial (nothing is trained again); with --write-docs it rewrites the section of
     # the --docs file and writes results/sample_efficiency.json beside it: a copy here, the real docs stay as they are
     real_docs, real_json = ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "results" / "sample_efficiency.json"
@@ -51,12 +61,16 @@ def test_quick_benchmark_writes_results_plot_and_table(tmp_path, capsys):
     assert (real_docs.read_text(), real_json.read_text() if real_json.exists() else None) == before
     section = docs.read_text().split("<!-- sample_efficiency:start -->")[1].split("<!-- sample_efficiency:end -->")[0]
     assert "| sindyrl Dyna (E-SINDy) | 1 | 300 |" in section and "--quick" in section
+    low = docs.read_text().split("<!-- sample_efficiency_low_data:start -->")[1].split(
+        "<!-- sample_efficiency_low_data:end -->")[0]
+    assert "| MPC on the learned sparse model | 1 |" in low and "no action repeat" in low
     written = json.loads((tmp_path / "docs" / "results" / "sample_efficiency.json").read_text())
     assert written["command"] == "python benchmarks/sample_efficiency.py --quick"
     fig = written["figures"]
     assert fig["pendulum.sindy.real_steps"] == 300 and fig["pendulum.sindy.return_at.300"] < 0
     assert fig["pendulum.sindy.sparse_policy_nnz"] == sindy["sparse_policy_nnz"]
     assert {"pendulum.steps_to_threshold_ratio.sac", "pendulum.sac.final_return"} <= set(fig)
+    assert fig["pendulum_low_data.sindy.150.mean"] == cells["sindy"]["150"]["mean"]
     # a changed SAC budget reruns the SAC trial only
     se.QUICK["pendulum"]["sac"] = {**se.QUICK["pendulum"]["sac"], "steps": 200, "eval_every": 100}
     third = se.main(args)
@@ -126,7 +140,32 @@ def test_a_failing_trial_is_reported_and_the_others_still_run(tmp_path, monkeypa
     monkeypatch.setattr(se, "run_model_free", broken)
     out = tmp_path / "results"
     res = se.main(se.Args(quick=True, out_dir=str(out), runs_dir=str(tmp_path / "runs"), distill=False))
-    assert res["failed"] == {"pendulum/sac/s0": "RuntimeError: simulated crash"} and res["not_run"] == []
+    # the low-data SAC run of the same seed fails too (reported apart); everything else ran
+    assert res["failed"] == {"pendulum/sac/s0": "RuntimeError: simulated crash",
+                             "low/pendulum/sac/s0": "RuntimeError: simulated crash"} and res["not_run"] == []
     assert [t["method"] for t in res["trials"]] == ["sindy", "nn", "ppo"]
     assert not (out / "sample_efficiency" / "pendulum_sac_s0.json").exists()  # a restart runs it again
     assert "pendulum/sac/s0 FAILED" in capsys.readouterr().out
+
+
+def test_low_data_schedules_spend_exactly_each_budget():
+    se = _load()
+    ld = se.TASKS["pendulum"]["low_data"]
+    for b in ld["budgets"]:
+        sch = se.low_data_schedule(b, ld)
+        spent = sch["collect.random_steps"] + ld["batches"] * sch["collect.steps_per_iteration"]
+        assert spent == b == sch["collect.max_real_steps"] and sch["dyna.iterations"] == ld["batches"] + 1
+        assert sch["collect.random_steps"] % sch["collect.random_episode_steps"] == 0
+    assert se.low_data_schedule(500, ld)["collect.random_steps"] == 200
+
+
+def test_a_deadline_earlier_in_the_day_is_tomorrows():
+    """--deadline 00:45 given at 23:46 must not stop the run before it starts (it did)."""
+    import datetime as dt
+
+    se = _load()
+    now = dt.datetime.now(dt.timezone.utc)
+    earlier = (now - dt.timedelta(minutes=2)).strftime("%H:%M")
+    at = dt.datetime.fromisoformat(se._absolute_deadline(earlier))
+    assert dt.timedelta(hours=23) < at - now < dt.timedelta(hours=24) and not se._past_deadline(earlier)
+    assert se._past_deadline((now - dt.timedelta(minutes=1)).isoformat())

@@ -163,3 +163,128 @@ def test_agents_without_tensorboard_write_no_sb3_folders(tmp_path, monkeypatch):
     plain.learn(64)  # the check can fail: SB3 alone does make its folder here
     assert [p.name[:4] for p in tmp_path.iterdir()] == ["SB3-"]
     env.close()
+
+
+def test_real_step_budget_and_adaptive_batches(tmp_path):
+    """collect.max_real_steps ends the loop with the budget spent exactly (the last batch cut to fit) and
+    resuming a finished run adds nothing; adaptive batches stay short while the model is poor."""
+    d = json.loads(json.dumps(TINY))
+    d["collect"].update(random_steps=100, random_episode_steps=50, steps_per_iteration=100,
+                        min_steps_per_iteration=30, model_error_tolerance=0.0, max_real_steps=190)
+    d["dyna"].update(iterations=10, eval_episodes=0)
+    cfg = config_from_dict(d)
+    run = Run.create(cfg, root=tmp_path, name="b")
+    summary = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    rows = run.read_metrics()
+    # tolerance 0: the model never counts as good, so every batch is the short one, the last cut to the budget
+    assert [int(r["collect_steps"]) for r in rows] == [30, 30, 30, 0]
+    assert summary["real_steps_collect"] == 190 == len(run.load_data())
+    Dyna(Run.open(run.path).config, Run.open(run.path), echo=lambda *a: None, progress_bar=False).run()
+    assert len(run.read_metrics()) == 4 and len(run.load_data()) == 190
+
+
+def test_adaptive_batch_doubles_once_the_model_is_good(tmp_path):
+    d = json.loads(json.dumps(TINY))
+    d["collect"].update(steps_per_iteration=400, min_steps_per_iteration=50, model_error_tolerance=0.1,
+                        max_real_steps=1000)
+    cfg = config_from_dict(d)
+    dy = Dyna(cfg, Run.create(cfg, root=tmp_path, name="a"), echo=lambda *a: None, progress_bar=False)
+    state = dyna_mod.DynaState()
+    good, poor = {"model_rollout_error": 0.05}, {"model_rollout_error": 0.5}
+    sizes = []
+    for scores in (poor, good, good, good, poor, {"model_rollout_error": float("nan")}, good):
+        sizes.append(dy.batch_steps(state, scores, 300))
+        state.last_batch = sizes[-1]
+    assert sizes == [50, 100, 200, 400, 50, 50, 100]
+    assert dy.batch_steps(state, good, 950) == 50  # what is left of the budget
+    assert dy.budget_used(1000) and not dy.budget_used(999)
+
+
+def test_few_episodes_are_held_out_by_segments():
+    """One random episode and a partial batch: the hold-out takes segments of both, not a whole episode."""
+    from sindyrl.data import TransitionBuffer
+
+    buf = TransitionBuffer(1, 1)
+    for ep, n in ((0, 200), (1, 100)):
+        buf.add(np.arange(n)[:, None] * 1.0, np.zeros((n, 1)), np.zeros(n), np.arange(1, n + 1)[:, None] * 1.0,
+                np.zeros(n, bool), np.zeros(n, bool), np.full(n, ep))
+    for seed in range(5):
+        train, val = buf.split_episodes(0.2, seed)
+        assert 40 <= val.sum() <= 120 and train[:200].sum() >= 120 and train[200:].sum() >= 40
+        # held-out parts are contiguous segments of at least 40 transitions
+        runs = np.split(np.flatnonzero(val), np.flatnonzero(np.diff(np.flatnonzero(val)) > 1) + 1)
+        assert all(len(r) >= 40 for r in runs)
+    # with enough episodes, whole episodes as before
+    many = TransitionBuffer(1, 1)
+    for ep in range(6):
+        many.add(np.zeros((50, 1)), np.zeros((50, 1)), np.zeros(50), np.zeros((50, 1)), np.zeros(50, bool),
+                 np.zeros(50, bool), np.full(50, ep))
+    _, val = many.split_episodes(0.2, 0)
+    assert val.sum() == 50
+
+
+def test_keep_better_undoes_further_training_that_scores_worse(tmp_path, monkeypatch):
+    """dyna.keep_better: when the training after a refit scores worse on the new model than the last
+    iteration's agent did, that agent comes back (its actual weights: SB3's get_parameters hands out live
+    state dicts that the training would have changed too)."""
+    import torch
+
+    from sindyrl.evaluation import SurrogateAssessment
+
+    d = json.loads(json.dumps(TINY))
+    d["dyna"].update(iterations=2, eval_episodes=0, max_extra_rounds=0, restart_on_drop=None)
+    cfg = config_from_dict(d)
+    run = Run.create(cfg, root=tmp_path, name="k")
+    dy = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False)
+    real_assess, real_train = dyna_mod.assess_in_surrogate, Dyna.train
+    calls, weights = [], []
+
+    def assess(*a, **k):
+        res = real_assess(*a, **k)
+        calls.append(res)
+        # iteration 1: one call; iteration 2: the old agent, then the trained one, made to score worse
+        return SurrogateAssessment(res.returns - 1000.0, res.lengths) if len(calls) == 3 else res
+
+    def train(self, venv, n, label):
+        out = real_train(self, venv, n, label)
+        weights.append({k: v.clone() for k, v in self.agent.policy.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(dyna_mod, "assess_in_surrogate", assess)
+    monkeypatch.setattr(Dyna, "train", train)
+    dy.run()
+    rows = run.read_metrics()
+    assert len(calls) == 3 and [int(r["kept_previous_agent"]) for r in rows] == [0, 1]
+    now = dy.agent.policy.state_dict()
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in now)  # the second training did change it
+    assert all(torch.equal(now[k], weights[0][k]) for k in now)  # and the first iteration's weights are back
+    assert float(rows[1]["surrogate_return_mean"]) == float(calls[1].mean)
+
+
+def test_restart_on_drop_trains_a_fresh_agent_and_keeps_the_better(tmp_path, monkeypatch):
+    """dyna.restart_on_drop: a refit that makes the last agent score far worse than it did on the old model
+    trains a fresh agent too; the better one by surrogate score is kept (here the fresh one)."""
+    from sindyrl.evaluation import SurrogateAssessment
+
+    d = json.loads(json.dumps(TINY))
+    d["dyna"].update(iterations=2, eval_episodes=0, max_extra_rounds=0, restart_on_drop=0.5)
+    cfg = config_from_dict(d)
+    run = Run.create(cfg, root=tmp_path, name="r")
+    dy = Dyna(cfg, run, echo=lambda *a: None, progress_bar=False)
+    real_assess = dyna_mod.assess_in_surrogate
+    calls, agents = [], []
+
+    def assess(act, *a, **k):
+        res = real_assess(act, *a, **k)
+        calls.append(res)
+        agents.append(dy.agent)
+        # 2: the old agent on the new model, 3: the continued one: both far worse; 4: the fresh one as it is
+        return SurrogateAssessment(res.returns - 5000.0, res.lengths) if len(calls) in (2, 3) else res
+
+    monkeypatch.setattr(dyna_mod, "assess_in_surrogate", assess)
+    dy.run()
+    rows = run.read_metrics()
+    assert len(calls) == 4 and [int(r["restarted_agent"]) for r in rows] == [0, 1]
+    assert agents[3] is not agents[2] and dy.agent is agents[3]  # a new SB3 object, and the one kept
+    assert int(rows[1]["kept_previous_agent"]) == 0
+    assert int(rows[1]["surrogate_steps"]) == 1024 + 512 + 1024  # the fresh agent's initial_steps counted
