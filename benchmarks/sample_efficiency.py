@@ -877,7 +877,8 @@ def main(args: Args) -> dict:
     import torch
 
     cmd = "python benchmarks/sample_efficiency.py" + (" --quick" if args.quick else "") + (
-        " --only-low-data" if args.only_low_data else "") + (f" --methods {args.methods}" if args.methods != Args.methods
+        " --only-low-data" if args.only_low_data else "") + (
+        f" --low-budgets {args.low_budgets}" if args.low_budgets else "") + (f" --methods {args.methods}" if args.methods != Args.methods
                                                               else "") + (
         f" --tasks {args.tasks}" if args.tasks != Args.tasks else "") + (
         f" --seeds {args.seeds}" if args.seeds else "") + (f" --jobs {jobs}" if jobs > 1 else "")
