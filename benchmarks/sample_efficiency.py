@@ -749,6 +749,32 @@ def run_trial(task: str, method: str, seed: int, st: dict, args: Args, trial_dir
     return res
 
 
+def _run_trials(fn, pending: list, settings: dict, args, trial_dir, jobs: int, results: dict, failure) -> None:
+    """``results[key] = fn(*key, settings[task], args, trial_dir)`` for every pending key, one after another or in
+    ``jobs`` spawned processes (workers start clean: no forked torch / MuJoCo state); a failing trial goes to
+    ``failure(key, exc)`` and the others go on."""
+    if not pending:
+        return
+    if jobs == 1:
+        for key in pending:
+            try:
+                results[key] = fn(*key, settings[key[0]], args, trial_dir)
+            except Exception as e:
+                failure(key, e)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=limit_threads,
+                                initargs=(1,)) as pool:
+        futs = {key: pool.submit(fn, *key, settings[key[0]], args, trial_dir) for key in pending}
+        for key, fut in futs.items():
+            try:
+                results[key] = fut.result()
+            except Exception as e:
+                failure(key, e)
+
+
 def main(args: Args) -> dict:
     limit_threads(1)
     # fixed once, so every trial (and every worker process) compares against the same moment
@@ -794,25 +820,7 @@ def main(args: Args) -> dict:
         print(f"=== {name} FAILED: {failed[name]}", flush=True)
         results[key] = None
 
-    if jobs == 1:
-        for key in pending:
-            try:
-                results[key] = run_trial(*key, settings[key[0]], args, trial_dir)
-            except Exception as e:
-                failure(key, e)
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        # spawn: workers start clean (no forked torch / MuJoCo state); trials are taken in order as workers free up
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=limit_threads,
-                                    initargs=(1,)) as pool:
-            futs = {key: pool.submit(run_trial, *key, settings[key[0]], args, trial_dir) for key in pending}
-            for key, fut in futs.items():
-                try:
-                    results[key] = fut.result()
-                except Exception as e:
-                    failure(key, e)
+    _run_trials(run_trial, pending, settings, args, trial_dir, jobs, results, failure)
     # the low-data budgets: one Dyna run per (budget, seed), model-free runs evaluated at every budget
     low_todo = []
     if args.low_data:
@@ -845,24 +853,7 @@ def main(args: Args) -> dict:
         print(f"=== {name} FAILED: {failed[name]}", flush=True)
         low_results[key] = None
 
-    if jobs == 1:
-        for key in low_pending:
-            try:
-                low_results[key] = run_low_trial(*key, settings[key[0]], args, trial_dir)
-            except Exception as e:
-                low_failure(key, e)
-    elif low_pending:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=limit_threads,
-                                    initargs=(1,)) as pool:
-            futs = {key: pool.submit(run_low_trial, *key, settings[key[0]], args, trial_dir) for key in low_pending}
-            for key, fut in futs.items():
-                try:
-                    low_results[key] = fut.result()
-                except Exception as e:
-                    low_failure(key, e)
+    _run_trials(run_low_trial, low_pending, settings, args, trial_dir, jobs, low_results, low_failure)
     low_trials = [low_results[k] for k in low_todo if low_results[k] is not None]
     low_agg = {t: low_data_aggregate([x for x in low_trials if x["task"] == t], settings[t])
                for t in tasks if any(x["task"] == t for x in low_trials)}
