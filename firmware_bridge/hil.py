@@ -328,7 +328,7 @@ def run_policy_hil(
         if timeout is None:
             timeout = 10.0 if board in QEMU_BOARDS else 2.0
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
-            info = link.hello()
+            info = link.handshake()
             want = gen.model_hash if gen is not None else (model_hash if kind == "sparse" else None)
             if want is not None and info.model_hash != want:
                 raise BoardLinkError(f"board runs model {info.model_hash}, expected {want} (an ONNX file exported "

@@ -252,6 +252,37 @@ class BoardLink:
         self.info = unpack_info(self.request(MsgType.HELLO).payload)
         return self.info
 
+    def handshake(self, boot_timeout: float = 10.0) -> Info:
+        """Wait until the board answers HELLO, then return its :class:`Info`, with clean link statistics.
+
+        A board that has just started may not listen yet: an emulated STM32 drops bytes until its firmware
+        enables the USART, and many real boards reset when the port opens and sit in a boot loader for a
+        second or two. HELLO is sent again with growing waits (0.1 s, doubling up to ``timeout``) until a
+        valid INFO arrives, for at most ``boot_timeout`` seconds. What went wrong before the board listened
+        (lost requests, the garbage of half-received ones) is a start-up matter, not a link fault: the
+        statistics start afresh once the board has answered.
+        """
+        deadline = time.monotonic() + boot_timeout
+        wait = min(0.1, self.timeout)
+        while True:
+            seq = self._next_seq()
+            self._drain()
+            self._write(b"\x00" + encode_frame(MsgType.HELLO, seq, b""))
+            until = min(time.monotonic() + wait, deadline)
+            while time.monotonic() < until:
+                for item in self._decoder.feed(self._read()):
+                    if not isinstance(item, FrameError) and item.type == MsgType.INFO and item.seq == seq:
+                        try:
+                            self.info = unpack_info(item.payload)
+                        except FrameError:
+                            continue
+                        self.stats = LinkStats()
+                        return self.info
+            if time.monotonic() >= deadline:
+                raise BoardTimeout(f"board at {self.url!r} did not answer HELLO within {boot_timeout:g} s "
+                                   "(not started, wrong port or baud rate, or another protocol)")
+            wait = min(2 * wait, self.timeout)
+
     def act(self, obs) -> np.ndarray:
         """Send one observation, return the board's action (float32, shape (n_out,))."""
         if self.info is None:

@@ -423,7 +423,7 @@ def run_policy_set_hil(
         fw = build_firmware(gen, target)
         runner = HostBoard(fw.path) if board == "host" else QemuBoard(fw.path, board=board)
         with runner, BoardLink(runner.url, timeout=timeout, retries=retries) as link:
-            info = link.hello()
+            info = link.handshake()
             if info.model_hash != gen.model_hash:
                 raise BoardLinkError(f"board runs {info.model_hash}, expected the policy set {gen.model_hash}")
             link.bandit_reset(config.seed)

@@ -20,7 +20,7 @@ from board_tools import need_tools
 from firmware_bridge.boards import HostBoard, QemuBoard
 from firmware_bridge.build import BuildError, build_firmware, build_shared_library
 from firmware_bridge.codegen import NeuralSpec, generate_c, generate_neural_c, generate_sparse_c, neural_spec_from_sb3
-from firmware_bridge.link import BoardErrorReply, BoardLink, BoardLinkError
+from firmware_bridge.link import BoardErrorReply, BoardLink, BoardLinkError, BoardTimeout, LinkStats
 from firmware_bridge.protocol import (
     SEQ_UNKNOWN,
     BenchMode,
@@ -322,10 +322,14 @@ class NoisyLine:
     """A TCP relay between the host and a board that damages traffic on purpose (line noise, echoes).
 
     ``corrupt_requests``: the first n host->board chunks get one bit flipped;
-    ``duplicate_replies``: every board->host chunk is delivered twice.
+    ``duplicate_replies``: every board->host chunk is delivered twice;
+    ``deaf_for``: host->board bytes are dropped for that many seconds after the host connects, and the
+    first chunk after that loses its first 3 bytes (a board still booting, as an STM32 before its USART
+    is enabled).
     """
 
-    def __init__(self, board_url: str, corrupt_requests: int = 0, duplicate_replies: bool = False):
+    def __init__(self, board_url: str, corrupt_requests: int = 0, duplicate_replies: bool = False,
+                 deaf_for: float = 0.0):
         import threading
 
         host, port = board_url.removeprefix("socket://").split(":")
@@ -336,6 +340,8 @@ class NoisyLine:
         self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
         self.corrupt_left = corrupt_requests
         self.duplicate = duplicate_replies
+        self.deaf_for = deaf_for
+        self.dropped = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _pump(self, src, dst, mangle) -> None:
@@ -350,8 +356,16 @@ class NoisyLine:
         import threading
 
         client, _ = self.server.accept()
+        deaf_until = time.monotonic() + self.deaf_for
+        clip = [self.deaf_for > 0]
 
         def to_board(data: bytes):
+            if time.monotonic() < deaf_until:
+                self.dropped += 1
+                return []
+            if clip[0]:
+                clip[0] = False
+                data = data[3:]
             if self.corrupt_left > 0 and len(data) > 8:
                 self.corrupt_left -= 1
                 data = bytearray(data)
@@ -387,6 +401,41 @@ def test_link_retries_through_line_noise_and_skips_stale_replies(tmp_path):
             np.testing.assert_allclose(np.array(acts), np.array(want), rtol=1e-6)
             assert link.stats.stale_replies >= 2 and link.stats.retries == 0
         line.close()
+
+
+def test_handshake_waits_for_a_board_that_is_still_booting(tmp_path):
+    model = pendulum_policy()
+    build = build_firmware(generate_c(model, "policy", tmp_path), "host")
+    x = np.array([0.2, 0.98, 1.5], np.float32)
+    with HostBoard(build.path) as board:
+        line = NoisyLine(board.url, deaf_for=0.6)
+        with BoardLink(line.url, timeout=1.0, retries=0) as link:
+            t0 = time.monotonic()
+            info = link.handshake(boot_timeout=5.0)
+            assert 0.6 <= time.monotonic() - t0 < 3.0 and line.dropped >= 3  # several HELLOs went unheard
+            assert info.n_in == 3 and info.n_out == 1
+            assert link.stats == LinkStats()  # the boot is not counted against the link
+            np.testing.assert_allclose(link.act(x), model.evaluate(x.astype(np.float64)), rtol=1e-6)
+            assert link.stats.protocol_errors == 0 and link.stats.requests == 1
+        line.close()
+    # the same boot with a plain HELLO: the lost request is a protocol error (a timeout here)
+    with HostBoard(build.path) as board:
+        line = NoisyLine(board.url, deaf_for=0.6)
+        with BoardLink(line.url, timeout=0.5, retries=0) as link, pytest.raises(BoardTimeout):
+            link.hello()
+        line.close()
+
+
+def test_handshake_with_a_silent_peer_gives_up_with_a_clear_error():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    with BoardLink(f"socket://127.0.0.1:{srv.getsockname()[1]}", timeout=0.3) as link:
+        t0 = time.monotonic()
+        with pytest.raises(BoardTimeout, match="did not answer HELLO within 1 s"):
+            link.handshake(boot_timeout=1.0)
+        assert 1.0 <= time.monotonic() - t0 < 2.0
+    srv.close()
 
 
 def test_dead_board_fails_fast_with_a_clear_error(tmp_path):
