@@ -1,7 +1,9 @@
 """Systems sindyrl has never seen, with defaults: does every stage run (or skip with its reason), and how good is it?
 
 Each system's config names only the env (plus a known reward function for a ``module:Class`` system that has
-no built-in one), so every other setting is sindyrl's default: model selection, the Dyna budget, the
+no built-in one), so every other setting is sindyrl's default but one that learns nothing: the final
+evaluation is 10 episodes (``dyna.final_eval_episodes``; the default pays a fifth of the training's real steps,
+a single episode on a 1,000-step task): model selection, the Dyna budget, the
 distillation, the control, export and HIL stages. For each system the table gives which stages ran and which
 were skipped (with the reason), the real steps of training, the final return of the neural and the sparse
 policy and of MPC, against SAC trained on the real env for the same number of real training steps, and the
@@ -87,6 +89,10 @@ def run_system(name: str, runs_dir: str, seed: int, quick: bool) -> dict:
     if quick:
         for k, v in QUICK.items():
             _set(data, k, v)
+    else:
+        # evaluation only (no learning setting): the default final evaluation is a fifth of the training's real
+        # steps, one episode on a 1,000-step task, too few to compare against SAC's 10-episode mean
+        _set(data, "dyna.final_eval_episodes", EPISODES)
     cfg = config_from_dict(data, source=f"generality:{name}")
     path = Path(runs_dir) / f"{name}-s{seed}"
     t0 = time.time()
