@@ -237,7 +237,9 @@ class DistillConfig:
     eval_episodes: int | None = None
     #: after imitation, "apg" climbs each pass's surrogate return by analytic policy gradients through the
     #: sparse models (sindyrl.policy_gradient), kept only where it beats the imitation policy's return
-    refine: Literal["none", "apg"] = "none"
+    #: "ppo" fine-tunes the best imitation policy as a sparse actor (linear in its library's features) by PPO in
+    #: the surrogate (sindyrl.sparse_actor), with thresholding rounds; kept only where it beats the passes
+    refine: Literal["none", "apg", "ppo"] = "none"
     refine_steps: int = 150
     refine_horizon: int = 50
     refine_rounds: int = 3
@@ -247,6 +249,9 @@ class DistillConfig:
     #: bootstrap at the horizon: the neural agent's critic, or none (the plain horizon-step return; on Pendulum
     #: the critic, PPO's gamma-0.95 value, steered away from the undiscounted return and did not help)
     refine_value: Literal["critic", "none"] = "none"
+    #: refine: ppo -- surrogate steps in all (None: a quarter of the agent's own surrogate training steps)
+    refine_timesteps: int | None = None
+    refine_ppo_lr: float = 3e-4
 
 
 @dataclass
@@ -414,6 +419,8 @@ def _validate(cfg: Config) -> None:
     for key in ("passes", "refine_steps", "refine_horizon", "refine_rounds", "refine_batch"):
         positive(getattr(cfg.distill, key), f"distill.{key}")
     positive(cfg.distill.refine_lr, "distill.refine_lr")
+    positive(cfg.distill.refine_ppo_lr, "distill.refine_ppo_lr")
+    positive(cfg.distill.refine_timesteps, "distill.refine_timesteps")
     positive(cfg.distill.refine_threshold, "distill.refine_threshold", allow_zero=True)
     for i, p in enumerate(cfg.env.unit_pairs):
         if len(p) != 2:

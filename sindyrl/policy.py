@@ -268,7 +268,7 @@ def distill(
     if assess is not None:
         teacher_a = assess(neural_act)
         echo(f"[distill] teacher in the surrogate: {teacher_a.describe()}")
-    refiner = _refiner(cfg, venv, teacher, assess, seed, echo)
+    refiner = _refiner(cfg, venv, teacher, assess, seed, echo) if cfg.refine == "apg" else None
     for k in range(cfg.passes):
         Xf, Yf = X, Y
         if len(X) > cfg.max_states:
@@ -305,7 +305,43 @@ def distill(
             X = np.concatenate([X, visited])
             Y = np.concatenate([Y, label(visited)])
     assert best is not None
+    if cfg.refine == "ppo":
+        best = _refine_ppo(cfg, best, make_surrogate, X, teacher, assess, max_nnz, seed, echo, history)
     return best[1], history
+
+
+def _refine_ppo(cfg: DistillConfig, best, make_surrogate, X, teacher, assess, max_nnz, seed, echo, history):
+    """``distill.refine: ppo``: the best pass's policy as a sparse actor, fine-tuned by PPO in the surrogate."""
+    from .sparse_actor import finetune_sparse_actor
+
+    if assess is None:
+        echo("[refine] skipped: the sparse actor is judged by the surrogate return, and no assess= was given")
+        return best
+    steps = cfg.refine_timesteps
+    if steps is None:
+        steps = max(50_000, int(getattr(teacher, "num_timesteps", 0) or 0) // 4)
+    states = X if len(X) <= 20_000 else X[np.random.default_rng(seed + 5).choice(len(X), 20_000, replace=False)]
+    res = finetune_sparse_actor(best[1].model, make_surrogate, states, teacher=teacher, max_terms=max_nnz,
+                                timesteps=steps, rounds=cfg.refine_rounds + 1, threshold=cfg.refine_threshold,
+                                learning_rate=cfg.refine_ppo_lr, seed=seed, echo=echo)
+    scored = [(assess(SparsePolicy(m).act), m) for m in res.candidates]
+    rec = {"pass": "ppo", "seconds": res.seconds, "timesteps": steps, "rounds": res.history,
+           "imitation_score": best[0]}
+    out = best
+    if scored:
+        a, m = max(scored, key=lambda t: t[0].score)
+        rec.update(nnz=m.nnz, surrogate_return_mean=a.mean, surrogate_return_min=a.min,
+                   surrogate_return_worst_decile=a.worst_decile, surrogate_failed_starts=a.n_failed,
+                   refine_kept=bool(a.score > best[0]))
+        if a.score > best[0]:
+            out = (a.score, SparsePolicy(m))
+        echo(f"[refine ppo] {res.seconds:.0f} s, {steps} surrogate steps: surrogate return {a.describe()} with "
+             f"{m.nnz} nonzero coefficients -> " + ("kept" if a.score > best[0] else "the best pass is better, kept it"))
+    else:
+        rec["refine_kept"] = False
+        echo("[refine ppo] no round stayed within the size budget: kept the best pass")
+    history.append(rec)
+    return out
 
 
 def _refiner(cfg: DistillConfig, venv, teacher, assess, seed: int, echo):

@@ -432,10 +432,18 @@ def _details(run: Run) -> list[_Section]:
         sec.table(t)
         hist = s.get("distill_history") or []
         if hist:
-            d = _Table(["pass", "labelled states", "nnz", "held-out MSE", "return"],
-                       caption="Distillation passes (DAgger)")
+            d = _Table(["pass", "labelled states", "nnz", "held-out MSE", "surrogate return", "refined",
+                        "real return"],
+                       caption="Distillation passes (DAgger; chosen by the surrogate return from stored real "
+                               "states; \"ppo\": the best pass fine-tuned as a sparse actor)")
             for p in hist:
-                d.add(p["pass"], _n(int(p["n_states"])), p["nnz"], f"{p['val_mse']:.4g}",
+                refined = ("–" if "refine_kept" not in p else
+                           f"{_n(p.get('refined_surrogate_return_mean', p.get('surrogate_return_mean')))} "
+                           f"({'kept' if p['refine_kept'] else 'not kept'})")
+                mse = p.get("val_mse")
+                d.add(p["pass"], _n(int(p["n_states"])) if "n_states" in p else "–", p.get("nnz", "–"),
+                      "–" if mse is None else f"{mse:.4g}",
+                      _n(p.get("surrogate_return_mean")) if p["pass"] != "ppo" else "–", refined,
                       _n(p.get("return_mean")))
             sec.table(d)
         sec.image(plots.plot_policy_actions(run), "neural and sparse actions")
