@@ -251,7 +251,7 @@ class DistillConfig:
     refine_value: Literal["critic", "none"] = "none"
     #: refine: ppo -- surrogate steps in all (None: a quarter of the agent's own surrogate training steps)
     refine_timesteps: int | None = None
-    refine_ppo_lr: float = 3e-4
+    refine_ppo_lr: float = 1e-3
 
 
 @dataclass

@@ -140,8 +140,14 @@ def finetune_sparse_actor(
                              scale=scale, support=full, dtype=torch.float32)
     venv = make_surrogate(n_envs)
     settings = _teacher_ppo_settings(teacher)
-    n_steps = int(settings.pop("n_steps", 256))
-    batch = int(settings.pop("batch_size", 512))
+    # the teacher's rollout length, but short enough that the warm-up and every round get a few updates
+    warm = int(warmup_fraction * timesteps)
+    per_call = min(v for v in (warm, (timesteps - warm) // rounds) if v > 0)
+    n_steps = 8 * max(1, min(int(settings.pop("n_steps", 256)), per_call // (4 * n_envs)) // 8)
+    # minibatches near the teacher's size that split the rollout evenly (n_steps * n_envs is a multiple of 8)
+    total = n_steps * n_envs
+    k = 2 ** int(np.clip(np.round(np.log2(total / int(settings.pop("batch_size", 512)))), 0, 3))
+    batch = total // k
     vf_arch = [64, 64]
     act_fn = torch.nn.Tanh
     if isinstance(teacher, PPO) and hasattr(teacher.policy, "net_arch"):
@@ -169,7 +175,6 @@ def finetune_sparse_actor(
         return model.with_coef(C, ensemble=None).with_metadata(refined="ppo")
 
     # critic warm-up: the actor and its noise frozen (Adam skips parameters without a gradient)
-    warm = int(warmup_fraction * timesteps)
     frozen = [actor.weight, pol.log_std]
     if warm > 0:
         for p in frozen:
