@@ -227,6 +227,8 @@ class DistillConfig:
     n_rollouts: int = 50
     noise_std: float = 0.1
     max_terms: int | None = None
+    #: size budget when max_terms is not given: this fraction of the network actor's parameters
+    max_terms_fraction: float = 0.01
     thresholds: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 3e-2])
     alphas: list[float] = field(default_factory=lambda: [1e-6, 1e-4, 1e-2])
     #: labelled states the regression of a pass fits (a uniform, seeded subsample when there are more): on
@@ -249,7 +251,7 @@ class DistillConfig:
     #: bootstrap at the horizon: the neural agent's critic, or none (the plain horizon-step return; on Pendulum
     #: the critic, PPO's gamma-0.95 value, steered away from the undiscounted return and did not help)
     refine_value: Literal["critic", "none"] = "none"
-    #: refine: ppo -- surrogate steps in all (None: a quarter of the agent's own surrogate training steps)
+    #: refine: ppo -- surrogate steps in all (None: half the agent's own surrogate training steps)
     refine_timesteps: int | None = None
     refine_ppo_lr: float = 1e-3
 
@@ -420,6 +422,7 @@ def _validate(cfg: Config) -> None:
         positive(getattr(cfg.distill, key), f"distill.{key}")
     positive(cfg.distill.refine_lr, "distill.refine_lr")
     positive(cfg.distill.refine_ppo_lr, "distill.refine_ppo_lr")
+    positive(cfg.distill.max_terms_fraction, "distill.max_terms_fraction")
     positive(cfg.distill.refine_timesteps, "distill.refine_timesteps")
     positive(cfg.distill.refine_threshold, "distill.refine_threshold", allow_zero=True)
     for i, p in enumerate(cfg.env.unit_pairs):

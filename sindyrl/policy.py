@@ -319,7 +319,7 @@ def _refine_ppo(cfg: DistillConfig, best, make_surrogate, X, teacher, assess, ma
         return best
     steps = cfg.refine_timesteps
     if steps is None:
-        steps = max(50_000, int(getattr(teacher, "num_timesteps", 0) or 0) // 4)
+        steps = max(50_000, int(getattr(teacher, "num_timesteps", 0) or 0) // 2)
     states = X if len(X) <= 20_000 else X[np.random.default_rng(seed + 5).choice(len(X), 20_000, replace=False)]
     res = finetune_sparse_actor(best[1].model, make_surrogate, states, teacher=teacher, max_terms=max_nnz,
                                 timesteps=steps, rounds=cfg.refine_rounds + 1, threshold=cfg.refine_threshold,
@@ -408,7 +408,7 @@ def distill_run(run, echo: Callable[..., None] = print, agent=None) -> dict:
     buffer = run.load_data()
     n_params = policy_param_count(agent)
     dc = cfg.distill
-    budget = dc.max_terms if dc.max_terms is not None else max(1, int(0.01 * n_params))
+    budget = dc.max_terms if dc.max_terms is not None else max(1, int(dc.max_terms_fraction * n_params))
 
     def make_surrogate(n):
         return build_surrogate(cfg, dyn, reward, buffer, spec, cfg.seed + 777, n_envs=n)
