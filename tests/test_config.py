@@ -33,6 +33,9 @@ def test_defaults_and_types():
         ({"env": {"id": "X"}, "collect": {"stochastic": "yes"}}, "collect.stochastic: expected true/false"),
         ({"env": {"id": "X"}, "env_": 1}, "unknown key env_"),
         ({"env": {"id": "X", "unit_pairs": [["a"]]}}, r"env.unit_pairs\[0\]"),
+        ({"env": {"id": "X"}, "distill": {"refine": "es"}}, r"distill.refine: 'es' is not one of"),
+        ({"env": {"id": "X"}, "distill": {"max_terms_fraction": 0}}, "distill.max_terms_fraction: must be > 0"),
+        ({"env": {"id": "X"}, "distill": {"refine_timesteps": -5}}, "distill.refine_timesteps: must be > 0"),
     ],
 )
 def test_errors_name_the_key(data, match):
