@@ -91,9 +91,12 @@ def markdown(rows: list[dict], command: str, config: str) -> str:
     lines = [
         f"### Sparse policy refinement on `{config}`", "",
         f"Command: `{command}`. One Dyna training per seed, then each distillation variant on a copy of it "
-        "(only `distill.*` differs): *imitation* (DAgger passes chosen by the surrogate return), *apg* "
-        "(`refine: apg`, the agent's critic at the horizon), *ppo* (`refine: ppo`, the sparse actor). Real "
-        f"returns over {rows[0]['episodes']} deterministic episodes, the same starts for the network and the "
+        "(only `distill.*` differs): "
+        + "; ".join(f"*{v}* ({', '.join(f'`{k}: {x}`' for k, x in VARIANTS[v].items())})"
+                    for v in dict.fromkeys(r["variant"] for r in rows))
+        + " (*imitation*: DAgger passes chosen by the surrogate return; *apg*: analytic policy gradients with "
+        "the agent's critic at the horizon; *ppo*: the sparse actor; the size budget is 1% of the actor's "
+        f"parameters unless said). Real returns over {rows[0]['episodes']} deterministic episodes, the same starts for the network and the "
         "sparse policy. Ratio = sparse / neural real return.", "",
         "| seed | variant | neural | sparse | ratio | nnz / actor params | sparse in the surrogate | "
         "distill / train (s) |",
