@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .sparse import SparseModel
-from .torch_model import TorchSparseModel, clip_outputs
+from .torch_model import TorchSparseModel, clip_outputs, relative_scale
 from .torch_reward import TorchRewardFn, torch_reward
 
 __all__ = ["RefineResult", "TorchSurrogate", "agent_value", "refine_policy"]
@@ -160,10 +160,6 @@ class RefineResult:
     seconds: float = 0.0
 
 
-def _feature_rms(model: SparseModel, X: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.mean(model.features(X) ** 2, axis=0))
-
-
 def refine_policy(
     model: SparseModel,
     surrogate: TorchSurrogate,
@@ -220,11 +216,7 @@ def refine_policy(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     pool = np.asarray(surrogate.reset_states if starts is None else starts, dtype=np.float64)
-    low, high = (np.asarray(b, dtype=np.float64) for b in model.output_bounds)
-    half = np.where(np.isfinite(high - low), 0.5 * (high - low), 1.0)
-    out_rms = np.sqrt(np.mean(model.evaluate(pool) ** 2, axis=0))
-    out_scale = np.where(out_rms > 1e-3 * half, out_rms, half)  # the policy's own output scale (a zero one: the bounds)
-    scale = _feature_rms(model, pool)[None, :] / np.maximum(out_scale, 1e-12)[:, None]
+    scale = relative_scale(model, pool)  # the policy's own output scale (a zero one: the bounds)
     twin = TorchSparseModel(model, trainable=True, clip="straight_through", scale=scale, support=support)
     opt = torch.optim.Adam([twin.weight], lr=lr)
     per_round = max(1, steps // rounds)

@@ -29,24 +29,9 @@ import numpy as np
 import torch
 
 from .sparse import SparseModel
-from .torch_model import TorchSparseModel
+from .torch_model import TorchSparseModel, relative_scale
 
-__all__ = ["SparseActorResult", "finetune_sparse_actor", "relative_scale"]
-
-
-def relative_scale(model: SparseModel, X: np.ndarray) -> np.ndarray:
-    """(n_outputs, n_terms): RMS of each feature on ``X`` over the RMS of each output of ``model`` on ``X``.
-
-    A weight ``coef * scale`` is then the term's relative contribution to its output.
-    """
-    F = model.features(np.asarray(X, dtype=np.float64))
-    f_rms = np.sqrt(np.mean(F ** 2, axis=0))
-    Y = model.evaluate(X)
-    y_rms = np.sqrt(np.mean(Y ** 2, axis=0))
-    if model.output_bounds is not None:  # a policy that is near zero everywhere still acts on its range's scale
-        half = 0.5 * (np.asarray(model.output_bounds[1]) - np.asarray(model.output_bounds[0]))
-        y_rms = np.maximum(y_rms, 0.1 * half)
-    return f_rms[None, :] / np.maximum(y_rms, 1e-8)[:, None]
+__all__ = ["SparseActorResult", "finetune_sparse_actor"]
 
 
 @dataclass

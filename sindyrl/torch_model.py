@@ -24,7 +24,7 @@ import torch
 
 from .sparse import UNIT_EPS, SparseModel
 
-__all__ = ["TorchSparseModel", "torch_features", "clip_outputs", "CLIP_MODES"]
+__all__ = ["TorchSparseModel", "torch_features", "clip_outputs", "relative_scale", "CLIP_MODES"]
 
 CLIP_MODES = ("hard", "straight_through", "none")
 
@@ -50,6 +50,23 @@ def torch_features(model: SparseModel, X: torch.Tensor, terms: Sequence[int] | N
     if not cols:
         return X.new_zeros((X.shape[0], 0))
     return torch.stack(cols, dim=1)
+
+
+def relative_scale(model: SparseModel, X: np.ndarray) -> np.ndarray:
+    """(n_outputs, n_terms): the RMS of each feature on ``X`` over its output's scale, for ``TorchSparseModel``'s
+    ``scale``: a weight ``coef * scale`` is then the term's relative contribution to its output.
+
+    An output's scale is the RMS of the model's values on ``X``; where the model is (nearly) zero there, the
+    half-width of its ``output_bounds`` (1 where they are infinite), so a zero policy can still be optimised.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    out_rms = np.sqrt(np.mean(model.evaluate(X) ** 2, axis=0))
+    if model.output_bounds is not None:
+        low, high = (np.asarray(b, dtype=np.float64) for b in model.output_bounds)
+        half = np.where(np.isfinite(high - low), 0.5 * (high - low), 1.0)
+        out_rms = np.where(out_rms > 1e-3 * half, out_rms, half)
+    feature_rms = np.sqrt(np.mean(model.features(X) ** 2, axis=0))
+    return feature_rms[None, :] / np.maximum(out_rms, 1e-12)[:, None]
 
 
 class _StraightThroughClamp(torch.autograd.Function):

@@ -1,9 +1,9 @@
 """benchmarks/distill_refine.py: one tiny training, two distillation variants on copies of it, the table."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from bench_tools import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,11 +20,7 @@ distill: {passes: 1, n_rollouts: 4, refine_timesteps: 8192, refine_rounds: 1}
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("distill_refine", ROOT / "benchmarks" / "distill_refine.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('distill_refine')
 
 
 def test_variants_distil_copies_of_one_training_and_tabulate_every_seed(tmp_path, monkeypatch):

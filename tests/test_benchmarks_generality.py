@@ -1,22 +1,18 @@
 """benchmarks/generality.py: a defaults-only system end to end (--quick), the table, and the rewards it declares."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_tools import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("generality", ROOT / "benchmarks" / "generality.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('generality')
 
 
 def test_quick_run_of_a_new_system_runs_or_skips_every_stage_and_reports_it(tmp_path):

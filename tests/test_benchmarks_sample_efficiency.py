@@ -1,21 +1,16 @@
 """benchmarks/sample_efficiency.py end to end with --quick (Pendulum only, tiny budgets), and its aggregation."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from bench_tools import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("sample_efficiency", ROOT / "benchmarks" / "sample_efficiency.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('sample_efficiency')
 
 
 def test_quick_benchmark_writes_results_plot_and_table(tmp_path, capsys):

@@ -225,7 +225,7 @@ def test_sparse_actor_ppo_closes_most_of_the_gap_to_the_lqr_gain(seed):
                                 rounds=2, threshold=0.05, seed=seed, echo=lines.append, learning_rate=3e-3)
     assert res.candidates and all(m.nnz <= 2 and m.coef[0, 0] == 0.0 for m in res.candidates)
     best = max(_lqr_cost(m.coef[0], make, starts) for m in res.candidates)
-    # (seeds 0-5 close 0.91 to 0.98 of the gap between the imitation policy and the optimum, and drop the constant)
+    # (seeds 0-5 close 0.90 to 0.98 of the gap between the imitation policy and the optimum, and drop the constant)
     assert best - before >= 0.7 * (optimum - before), (before, best, optimum)
     assert best <= optimum + 1e-9 * abs(optimum)  # nothing beats the LQR gain
     assert len(lines) == 2 and res.history[-1]["what"] == "pruned"
@@ -256,7 +256,7 @@ def test_distill_with_a_sparse_actor_beats_a_weak_teacher(seed):
     optimum = _lqr_cost(np.r_[0.0, -K[0]], lambda n: venv, starts)
     gap = optimum - imitation["surrogate_return_mean"]
     assert ppo["pass"] == "ppo" and ppo["refine_kept"], ppo
-    # (seeds 0-4 close 0.82 to 0.96 of the gap to the LQR gain's return)
+    # (seeds 0-4 close 0.67 to 0.92 of the gap to the LQR gain's return)
     assert ppo["surrogate_return_mean"] - imitation["surrogate_return_mean"] >= 0.5 * gap, (imitation, ppo, optimum)
     assert pol.model.metadata.get("refined") == "ppo" and pol.nnz <= 3
     assert assess(pol.act).mean == pytest.approx(ppo["surrogate_return_mean"])
