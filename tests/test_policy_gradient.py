@@ -256,8 +256,10 @@ def test_distill_with_a_sparse_actor_beats_a_weak_teacher(seed):
     optimum = _lqr_cost(np.r_[0.0, -K[0]], lambda n: venv, starts)
     gap = optimum - imitation["surrogate_return_mean"]
     assert ppo["pass"] == "ppo" and ppo["refine_kept"], ppo
-    # (seeds 0-4 close 0.67 to 0.92 of the gap to the LQR gain's return)
-    assert ppo["surrogate_return_mean"] - imitation["surrogate_return_mean"] >= 0.5 * gap, (imitation, ppo, optimum)
+    assert imitation["val_mse"] < 1e-6  # imitation copies the weak gain exactly: PPO starts from it
+    # (seeds 0-5 close 0.48 to 0.85 of the gap from the weak gain to the LQR gain's return; the direct
+    # test above, from a weaker and biased start with a larger gap, 0.90-0.98)
+    assert ppo["surrogate_return_mean"] - imitation["surrogate_return_mean"] >= 0.35 * gap, (imitation, ppo, optimum)
     assert pol.model.metadata.get("refined") == "ppo" and pol.nnz <= 3
     assert assess(pol.act).mean == pytest.approx(ppo["surrogate_return_mean"])
     assert any(line.startswith("[refine ppo]") for line in lines)
