@@ -30,7 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks" / "envs"))  # "double_well:DoubleWell"
+sys.path.insert(0, str(ROOT / "benchmarks" / "envs"))  # "double_well:DoubleWell", "lorenz:ControlledLorenz"
 
 #: name -> (what it is, the defaults-only config)
 SYSTEMS: dict[str, tuple[str, dict]] = {
@@ -50,7 +50,17 @@ SYSTEMS: dict[str, tuple[str, dict]] = {
                           {"env": {"id": "double_well:DoubleWell"}, "reward": {"known": "double_well:reward"}}),
     "double_well_learned": ("the same system; learned reward",
                             {"env": {"id": "double_well:DoubleWell"}}),
+    "lorenz_learned": ("a chaotic module:Class system of our own: the controlled Lorenz system, held on its "
+                       "unstable fixed point C+; learned reward",
+                       {"env": {"id": "lorenz:ControlledLorenz"}}),
+    # not a new system: the termination gate of the issue, "a known reward, within 5,000 real steps"
+    "inverted_pendulum_5k": ("inverted_pendulum with the training budget cut to 5,000 real steps "
+                             "(`collect.max_real_steps`): the built-in reward is known, so only the surrogate's "
+                             "termination tells the agent about falling",
+                             {"env": {"id": "InvertedPendulum-v5"}, "collect": {"max_real_steps": 5000}}),
 }
+#: rows that rerun a system above with another budget: shown, not counted as systems
+BUDGET_VARIANTS = {"inverted_pendulum_5k": "inverted_pendulum"}
 
 QUICK = {"collect.random_steps": 300, "collect.steps_per_iteration": 100, "dyna.iterations": 2,
          "agent.initial_steps": 2048, "agent.steps_per_iteration": 1024, "distill.passes": 1,
@@ -230,11 +240,19 @@ def markdown(rows: list[dict], command: str) -> str:
             f"{_fmt(r['sparse'])} ({_fmt(r['sparse_how_far'], '{:.0%}')}, {r['sparse_nnz']}) | {_fmt(r['mpc'])} | "
             f"{_fmt(r['sac'])} | {_fmt(r['zero'])} | {_fmt(r['random'])} | "
             f"{_minutes(r.get('train_seconds'))} / {_minutes(r.get('distill_seconds'))} |")
-    ok_n = sum(1 for r in rows if "error" not in r and meets(r, "neural", 0.8))
-    ok_s = sum(1 for r in rows if "error" not in r and meets(r, "sparse", 0.7))
-    lines += ["", f"Neural policy at ≥ 80% of the way from random to SAC on {ok_n} of {len(rows)} systems; sparse "
-              f"policy at ≥ 70% on {ok_s} (where SAC is no better than random, *how far* is –, and a policy "
-              "counts when it is at least as good as SAC). What each system is:", ""]
+    systems = [r for r in rows if r["system"] not in BUDGET_VARIANTS]
+    ok_n = [r for r in systems if "error" not in r and meets(r, "neural", 0.8)]
+    ok_s = [r for r in systems if "error" not in r and meets(r, "sparse", 0.7)]
+    both = [r for r in ok_n if r in ok_s]
+    learned = [r for r in both if r.get("sparse_how_far") is not None]
+    if systems:
+        lines += ["", f"Neural policy at ≥ 80% of the way from random to SAC on {len(ok_n)} of {len(systems)} "
+                  f"systems; sparse policy at ≥ 70% on {len(ok_s)}; both on {len(both)}, of which {len(learned)} "
+                  "where SAC beat random actions (where SAC is no better than random, *how far* is –, and a policy "
+                  "counts when it is at least as good as SAC: a weak test)"
+                  + (f"; budget variants ({', '.join(f'`{k}`' for k in BUDGET_VARIANTS)}) are not counted"
+                     if len(systems) < len(rows) else "") + "."]
+    lines += ["", "What each system is:", ""]
     lines += [f"- `{r['system']}`: {r.get('what', '')}" + (f"; dynamics library chosen: {r['dynamics_library']}"
                                                          if r.get("dynamics_library") else "") for r in rows]
     return "\n".join(lines)

@@ -55,3 +55,39 @@ def test_dm_control_pendulum_reward_function_is_the_envs_reward():
     env.close()
     assert 0 < sum(theirs) < len(theirs)
     np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_count_says_where_sac_learned_and_skips_budget_variants():
+    gen = _load()
+
+    def row(system, neural, sparse, sac, random):
+        r = {"system": system, "env_id": "E", "stages_ran": ["train"], "skipped": {}, "real_steps_train": 5000,
+             "neural": neural, "sparse": sparse, "sparse_nnz": 3, "mpc": None, "sac": sac, "zero": 0.0,
+             "random": random}
+        for k in ("neural", "sparse", "mpc"):
+            r[f"{k}_how_far"] = gen.how_far(r[k], random, sac)
+        return r
+
+    rows = [row("a", 90, 80, 100, 0),       # both, SAC learned
+            row("b", 90, 10, 100, 0),       # neural only
+            row("c", 0, 0, 0, 0),           # SAC no better than random: counts, but said apart
+            row("inverted_pendulum_5k", 100, 100, 100, 0)]  # a budget variant: not a system
+    md = gen.markdown(rows, "cmd")
+    assert "on 3 of 3 systems; sparse policy at ≥ 70% on 2; both on 2, of which 1 where SAC beat" in md, md
+    assert "`inverted_pendulum_5k`) are not counted" in md
+
+
+def test_lorenz_reward_function_is_the_envs_reward_and_the_fixed_point_holds():
+    sys.path.insert(0, str(ROOT / "benchmarks" / "envs"))
+    import lorenz
+
+    env = lorenz.ControlledLorenz()
+    rng = np.random.default_rng(0)
+    o, _ = env.reset(seed=3)
+    for _ in range(50):
+        a = rng.uniform(-1, 1, 1)
+        o2, r, term, trunc, _ = env.step(a)
+        assert not term and r == pytest.approx(lorenz.reward(o[None], a[None], o2[None])[0], rel=1e-12)
+        o = o2
+    env.s = lorenz.TARGET.copy()  # C+ is a fixed point of the free system: it stays (to RK4's accuracy)
+    np.testing.assert_allclose(env.step(np.zeros(1))[0], lorenz.TARGET, atol=1e-9)
