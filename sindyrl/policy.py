@@ -130,8 +130,9 @@ def _fit_grid(X, Y, obs_names, action_names, low, high, cfg: DistillConfig, max_
 
     The grid is ranked with single STLSQ fits that share one Gram matrix of the library (as model selection
     does: :func:`sindyrl.selection.stlsq_path`), and only the chosen point is fitted as an E-SINDy ensemble:
-    one ensemble fit per pass instead of one per grid point. When the ensemble's aggregate breaks the size
-    budget, the next grid points are tried in rank order.
+    one ensemble fit per pass instead of one per grid point. The ensemble's median then competes with a ridge
+    refit on its terms and with that grid point's single fit, on the held-out states. When all three break the
+    size budget, the next grid points are tried in rank order.
     """
     from .regression import build_library, fit_sparse_regression
     from .selection import stlsq_path
