@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict] = {
     # one STLSQ fit instead of the 20-member E-SINDy ensemble's median
     "imitation_2pct_single": {"refine": "none", "max_terms_fraction": 0.02, "n_models": 1},
     "ppo_2pct_single": {"refine": "ppo", "max_terms_fraction": 0.02, "n_models": 1},
+    # the 2% sparse actor, and its three best candidates by the surrogate confirmed on 2 real episodes each
+    "ppo_2pct_confirm3": {"refine": "ppo", "max_terms_fraction": 0.02, "confirm_top": 3, "confirm_episodes": 2},
     # a richer library and the 2% budget: degree 4 has 126 terms on the swing-up's 5 observations
     "ppo_deg4": {"refine": "ppo", "degree": 4, "max_terms_fraction": 0.02},
 }

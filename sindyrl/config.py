@@ -254,6 +254,10 @@ class DistillConfig:
     #: refine: ppo -- surrogate steps in all (None: half the agent's own surrogate training steps)
     refine_timesteps: int | None = None
     refine_ppo_lr: float = 1e-3
+    #: confirm the best ``confirm_top`` candidates (passes and refinement rounds, by surrogate score) on
+    #: ``confirm_episodes`` real episodes each, and keep the best real one (0: choose by the surrogate alone)
+    confirm_top: int = 0
+    confirm_episodes: int = 2
 
 
 @dataclass
@@ -425,6 +429,8 @@ def _validate(cfg: Config) -> None:
     positive(cfg.distill.max_terms_fraction, "distill.max_terms_fraction")
     positive(cfg.distill.refine_timesteps, "distill.refine_timesteps")
     positive(cfg.distill.refine_threshold, "distill.refine_threshold", allow_zero=True)
+    positive(cfg.distill.confirm_top, "distill.confirm_top", allow_zero=True)
+    positive(cfg.distill.confirm_episodes, "distill.confirm_episodes")
     for i, p in enumerate(cfg.env.unit_pairs):
         if len(p) != 2:
             raise ConfigError(f"env.unit_pairs[{i}]: expected [cos_name, sin_name], got {p!r}")

@@ -437,6 +437,8 @@ def _details(run: Run) -> list[_Section]:
                        caption="Distillation passes (DAgger; chosen by the surrogate return from stored real "
                                "states; \"ppo\": the best pass fine-tuned as a sparse actor)")
             for p in hist:
+                if p["pass"] == "confirm":
+                    continue
                 refined = ("–" if "refine_kept" not in p else
                            f"{_n(p.get('refined_surrogate_return_mean', p.get('surrogate_return_mean')))} "
                            f"({'kept' if p['refine_kept'] else 'not kept'})")
@@ -446,6 +448,16 @@ def _details(run: Run) -> list[_Section]:
                       _n(p.get("surrogate_return_mean")) if p["pass"] != "ppo" else "–", refined,
                       _n(p.get("return_mean")))
             sec.table(d)
+            for p in hist:
+                if p["pass"] != "confirm":
+                    continue
+                c = _Table(["candidate", "surrogate score", "nnz", "real return", "episodes", "kept"],
+                           caption="The best candidates by the surrogate, confirmed on real episodes of their own "
+                                   f"(distill.confirm_top); by the surrogate alone: {p.get('surrogate_choice')}")
+                for r in p["candidates"]:
+                    c.add(r["candidate"], _n(r["surrogate_score"]), r["nnz"], _n(r["real_return_mean"]),
+                          r["episodes"], "yes" if r["candidate"] == p["chosen"] else "")
+                sec.table(c)
         sec.image(plots.plot_policy_actions(run), "neural and sparse actions")
         out.append(sec)
     ctl = run.path / "control.md"

@@ -36,6 +36,8 @@ def test_defaults_and_types():
         ({"env": {"id": "X"}, "distill": {"refine": "es"}}, r"distill.refine: 'es' is not one of"),
         ({"env": {"id": "X"}, "distill": {"max_terms_fraction": 0}}, "distill.max_terms_fraction: must be > 0"),
         ({"env": {"id": "X"}, "distill": {"refine_timesteps": -5}}, "distill.refine_timesteps: must be > 0"),
+        ({"env": {"id": "X"}, "distill": {"confirm_top": -1}}, "distill.confirm_top: must be >= 0"),
+        ({"env": {"id": "X"}, "distill": {"confirm_episodes": 0}}, "distill.confirm_episodes: must be > 0"),
     ],
 )
 def test_errors_name_the_key(data, match):

@@ -147,3 +147,41 @@ def test_imitation_fit_survives_near_collinear_terms_of_a_balance_task(seed):
     fit = _fit_grid(X, Y, names, ["u"], np.array([-1.0]), np.array([1.0]), DistillConfig(), None, seed)
     assert fit.val_error < 0.005, fit.val_error  # one STLSQ fit: 0.0008; the ensemble's median: 0.7-1.6
     assert np.mean((fit.model.evaluate(X) - np.clip(Y, -1, 1)) ** 2) < 0.005  # the model saved, bounds and all
+
+
+def test_distill_confirms_the_best_candidates_on_the_real_env_and_counts_the_steps(tmp_path):
+    from sindyrl.dyna import Dyna
+
+    cfg = config_from_dict({
+        "name": "confirm", "seed": 1,
+        "env": {"id": "Pendulum-v1", "max_episode_steps": 40},
+        "collect": {"random_steps": 200, "steps_per_iteration": 40},
+        "dynamics": {"library": {"degree": 2}, "n_models": 4},
+        "reward": {"known": "pendulum"},
+        "agent": {"algo": "ppo", "n_envs": 4, "initial_steps": 512, "steps_per_iteration": 0,
+                  "kwargs": {"n_steps": 64, "batch_size": 64, "n_epochs": 1}},
+        "dyna": {"iterations": 1, "eval_episodes": 0, "final_eval_episodes": 2},
+        "distill": {"degree": 2, "n_models": 3, "passes": 3, "n_rollouts": 4, "thresholds": [1e-3, 1e-2],
+                    "alphas": [1e-6], "confirm_top": 2, "confirm_episodes": 1},
+    })
+    run = Run.create(cfg, root=tmp_path, name="confirm")
+    Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    lines = []
+    reused = run.read_summary().get("eval_returns") is not None
+    out = distill_run(run, echo=lines.append)
+    rec = out["distill_history"][-1]
+    assert rec["pass"] == "confirm" and len(rec["candidates"]) == 2
+    scores = [c["surrogate_score"] for c in rec["candidates"]]
+    assert scores == sorted(scores, reverse=True)  # the two best by the surrogate, best first
+    best = max(rec["candidates"], key=lambda c: c["real_return_mean"])
+    assert rec["chosen"] == best["candidate"] and rec["surrogate_choice"].startswith("pass ")
+    # the kept policy is the confirmed winner: its nnz, and its own (fresh-start) confirm return is a real one
+    assert out["sparse_policy_nnz"] == best["nnz"]
+    assert np.isfinite(best["real_return_mean"]) and best["episodes"] == 1
+    # 2 candidates x 1 episode x 40 steps, plus the final episodes (the neural policy's unless reused)
+    finals = len(out["sparse_policy_returns"]) + (0 if reused else len(out["neural_policy_returns"]))
+    assert out["real_steps_distill"] == 2 * 40 + 40 * finals
+    assert any(line.startswith("[confirm] kept") for line in lines)
+    run.update_summary(out)
+    md = write_report(run)["md"].read_text()
+    assert "confirmed on real episodes" in md and best["candidate"] in md
