@@ -194,17 +194,14 @@ def _fit_grid(X, Y, obs_names, action_names, low, high, cfg: DistillConfig, max_
 
 def _refit_on_support(theta: np.ndarray, Y: np.ndarray, coef: np.ndarray, alpha: float) -> np.ndarray:
     """Ridge least-squares weights of each output on the terms where ``coef`` is nonzero (the same support)."""
+    from .selection import ridge_on
+
+    G, B = theta.T @ theta, theta.T @ Y
     out = np.zeros_like(coef, dtype=np.float64)
     for j in range(coef.shape[0]):
         active = np.flatnonzero(coef[j])
-        if active.size == 0:
-            continue
-        T = theta[:, active]
-        A = T.T @ T + alpha * np.eye(active.size)
-        try:
-            out[j, active] = np.linalg.solve(A, T.T @ Y[:, j])
-        except np.linalg.LinAlgError:
-            out[j, active] = np.linalg.lstsq(A, T.T @ Y[:, j], rcond=None)[0]
+        if active.size:
+            out[j, active] = ridge_on(G, B[:, j], active, alpha)
     return out
 
 
@@ -349,7 +346,7 @@ def distill(
     assert best is not None
     if cfg.refine == "ppo":
         best = _refine_ppo(cfg, best, make_surrogate, X, teacher, assess, max_nnz, seed, echo, history, pool)
-    if confirm is not None and cfg.confirm_top > 0 and assess is not None:
+    if confirm is not None and cfg.confirm_top > 0:
         best = _confirm(cfg, best, pool, confirm, echo, history)
     return best[1], history
 
@@ -377,8 +374,7 @@ def _confirm(cfg: DistillConfig, best, pool, confirm, echo, history):
     return ranked[i][0], ranked[i][1]
 
 
-def _refine_ppo(cfg: DistillConfig, best, make_surrogate, X, teacher, assess, max_nnz, seed, echo, history,
-                pool=None):
+def _refine_ppo(cfg: DistillConfig, best, make_surrogate, X, teacher, assess, max_nnz, seed, echo, history, pool):
     """``distill.refine: ppo``: the best pass's policy as a sparse actor, fine-tuned by PPO in the surrogate."""
     from .sparse_actor import finetune_sparse_actor
 
@@ -392,10 +388,8 @@ def _refine_ppo(cfg: DistillConfig, best, make_surrogate, X, teacher, assess, ma
     res = finetune_sparse_actor(best[1].model, make_surrogate, states, teacher=teacher, max_terms=max_nnz,
                                 timesteps=steps, rounds=cfg.refine_rounds + 1, threshold=cfg.refine_threshold,
                                 learning_rate=cfg.refine_ppo_lr, seed=seed, echo=echo)
-    policies = [SparsePolicy(m) for m in res.candidates]
-    scored = [(assess(p.act), p) for p in policies]
-    if pool is not None:
-        pool.extend((a.score, p, f"ppo candidate {j + 1}") for j, (a, p) in enumerate(scored))
+    scored = [(assess(p.act), p) for p in map(SparsePolicy, res.candidates)]
+    pool.extend((a.score, p, f"ppo candidate {j + 1}") for j, (a, p) in enumerate(scored))
     rec = {"pass": "ppo", "seconds": res.seconds, "timesteps": steps, "rounds": res.history,
            "imitation_score": best[0]}
     out = best

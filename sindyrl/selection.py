@@ -200,6 +200,15 @@ def choose(candidates: Sequence[Candidate], tolerance: float) -> tuple[int, int]
     return chosen, best
 
 
+def ridge_on(G: np.ndarray, b: np.ndarray, active: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge weights on the ``active`` terms, from the Gram matrix ``G = theta.T theta`` and ``b = theta.T y``."""
+    A = G[np.ix_(active, active)] + alpha * np.eye(active.size)
+    try:
+        return np.linalg.solve(A, b[active])
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(A, b[active], rcond=None)[0]
+
+
 def stlsq_path(theta: np.ndarray, Y: np.ndarray, thresholds: Sequence[float], alpha: float,
                max_iter: int = 20) -> list[np.ndarray]:
     """Sequentially thresholded ridge least squares for each threshold: (n_outputs, n_terms) each.
@@ -213,11 +222,7 @@ def stlsq_path(theta: np.ndarray, Y: np.ndarray, thresholds: Sequence[float], al
     n_t = G.shape[0]
 
     def ridge(active: np.ndarray, j: int) -> np.ndarray:
-        A = G[np.ix_(active, active)] + alpha * np.eye(active.size)
-        try:
-            return np.linalg.solve(A, B[active, j])
-        except np.linalg.LinAlgError:
-            return np.linalg.lstsq(A, B[active, j], rcond=None)[0]
+        return ridge_on(G, B[:, j], active, alpha)
 
     out = []
     for thr in thresholds:

@@ -79,23 +79,29 @@ def test_bad_input_is_rejected(tmp_path):
         distill(lambda o: o[:, :1], make_surrogate, NAMES, ["u"], echo=lambda *a: None)
 
 
-def test_distill_stage_and_report_on_a_small_run(tmp_path):
+def _small_run(tmp_path, name: str, seed: int, dyna: dict, distill: dict) -> Run:
+    """A trained Pendulum run of 40-step episodes, in seconds: the distill stage's input."""
     from sindyrl.dyna import Dyna
 
     cfg = config_from_dict({
-        "name": "small", "seed": 0,
+        "name": name, "seed": seed,
         "env": {"id": "Pendulum-v1", "max_episode_steps": 40},
         "collect": {"random_steps": 200, "steps_per_iteration": 40},
         "dynamics": {"library": {"degree": 2}, "n_models": 4},
         "reward": {"known": "pendulum"},
         "agent": {"algo": "ppo", "n_envs": 4, "initial_steps": 512, "steps_per_iteration": 0,
                   "kwargs": {"n_steps": 64, "batch_size": 64, "n_epochs": 1}},
-        "dyna": {"iterations": 1, "eval_episodes": 1, "final_eval_episodes": 2},
-        "distill": {"degree": 2, "n_models": 3, "passes": 2, "n_rollouts": 4, "eval_episodes": 2,
-                    "thresholds": [1e-3, 1e-2], "alphas": [1e-6]},
+        "dyna": {"iterations": 1, "final_eval_episodes": 2, **dyna},
+        "distill": {"degree": 2, "n_models": 3, "n_rollouts": 4, "thresholds": [1e-3, 1e-2], "alphas": [1e-6],
+                    **distill},
     })
-    run = Run.create(cfg, root=tmp_path, name="small")
+    run = Run.create(cfg, root=tmp_path, name=name)
     Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    return run
+
+
+def test_distill_stage_and_report_on_a_small_run(tmp_path):
+    run = _small_run(tmp_path, "small", 0, {"eval_episodes": 1}, {"passes": 2, "eval_episodes": 2})
     out = distill_run(run, echo=lambda *a: None)
     run.update_summary(out)
     assert run.model_path("policy").is_file()
@@ -150,22 +156,8 @@ def test_imitation_fit_survives_near_collinear_terms_of_a_balance_task(seed):
 
 
 def test_distill_confirms_the_best_candidates_on_the_real_env_and_counts_the_steps(tmp_path):
-    from sindyrl.dyna import Dyna
-
-    cfg = config_from_dict({
-        "name": "confirm", "seed": 1,
-        "env": {"id": "Pendulum-v1", "max_episode_steps": 40},
-        "collect": {"random_steps": 200, "steps_per_iteration": 40},
-        "dynamics": {"library": {"degree": 2}, "n_models": 4},
-        "reward": {"known": "pendulum"},
-        "agent": {"algo": "ppo", "n_envs": 4, "initial_steps": 512, "steps_per_iteration": 0,
-                  "kwargs": {"n_steps": 64, "batch_size": 64, "n_epochs": 1}},
-        "dyna": {"iterations": 1, "eval_episodes": 0, "final_eval_episodes": 2},
-        "distill": {"degree": 2, "n_models": 3, "passes": 3, "n_rollouts": 4, "thresholds": [1e-3, 1e-2],
-                    "alphas": [1e-6], "confirm_top": 2, "confirm_episodes": 1},
-    })
-    run = Run.create(cfg, root=tmp_path, name="confirm")
-    Dyna(cfg, run, echo=lambda *a: None, progress_bar=False).run()
+    run = _small_run(tmp_path, "confirm", 1, {"eval_episodes": 0},
+                     {"passes": 3, "confirm_top": 2, "confirm_episodes": 1})
     lines = []
     reused = run.read_summary().get("eval_returns") is not None
     out = distill_run(run, echo=lines.append)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+from rk4_env import RK4Env
 
 
-class DoubleWell(gym.Env):
+class DoubleWell(RK4Env):
     """A forced Duffing oscillator in a double-well potential, to be held on the hilltop between the wells.
 
     x'' = x - x^3 - 0.1 x' + 2 u, integrated with RK4 at dt = 0.05 s; observation (x, v), action u in [-1, 1].
@@ -21,8 +22,7 @@ class DoubleWell(gym.Env):
 
     def __init__(self, horizon: int = 200):
         self.observation_space = gym.spaces.Box(np.array([-3.0, -6.0]), np.array([3.0, 6.0]), dtype=np.float64)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float64)
-        self.horizon = horizon
+        super().__init__(horizon)
 
     @staticmethod
     def _f(s: np.ndarray, u: float) -> np.ndarray:
@@ -36,18 +36,9 @@ class DoubleWell(gym.Env):
         self.t = 0
         return self.s.copy(), {}
 
-    def step(self, action):
-        u = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
-        r = float(reward(self.s[None], np.array([[u]]), None)[0])
-        s, h = self.s, self.dt
-        k1 = self._f(s, u)
-        k2 = self._f(s + 0.5 * h * k1, u)
-        k3 = self._f(s + 0.5 * h * k2, u)
-        k4 = self._f(s + h * k3, u)
-        self.s = np.clip(s + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4), self.observation_space.low,
-                         self.observation_space.high)
-        self.t += 1
-        return self.s.copy(), r, False, self.t >= self.horizon, {}
+    @staticmethod
+    def reward(obs, action, next_obs):
+        return reward(obs, action, next_obs)
 
 
 def reward(obs, action, next_obs):

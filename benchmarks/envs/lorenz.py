@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+from rk4_env import RK4Env
 
 SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
 #: the unstable fixed point C+ of the uncontrolled system, to be held
@@ -14,7 +15,7 @@ TARGET = np.array([np.sqrt(BETA * (RHO - 1.0)), np.sqrt(BETA * (RHO - 1.0)), RHO
 GAIN = 50.0
 
 
-class ControlledLorenz(gym.Env):
+class ControlledLorenz(RK4Env):
     """The Lorenz system with a force on its first equation, to be held on the fixed point C+.
 
     x' = sigma (y - x) + 50 u,  y' = x (rho - z) - y,  z' = x y - beta z  (sigma 10, rho 28, beta 8/3: chaotic),
@@ -30,8 +31,7 @@ class ControlledLorenz(gym.Env):
     def __init__(self, horizon: int = 300):
         hi = np.array([60.0, 60.0, 90.0])
         self.observation_space = gym.spaces.Box(-hi, hi, dtype=np.float64)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float64)
-        self.horizon = horizon
+        super().__init__(horizon)
 
     @staticmethod
     def _f(s: np.ndarray, u: float) -> np.ndarray:
@@ -44,18 +44,9 @@ class ControlledLorenz(gym.Env):
         self.t = 0
         return self.s.copy(), {}
 
-    def step(self, action):
-        u = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
-        r = float(reward(self.s[None], np.array([[u]]), None)[0])
-        s, h = self.s, self.dt
-        k1 = self._f(s, u)
-        k2 = self._f(s + 0.5 * h * k1, u)
-        k3 = self._f(s + 0.5 * h * k2, u)
-        k4 = self._f(s + h * k3, u)
-        self.s = np.clip(s + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4), self.observation_space.low,
-                         self.observation_space.high)
-        self.t += 1
-        return self.s.copy(), r, False, self.t >= self.horizon, {}
+    @staticmethod
+    def reward(obs, action, next_obs):
+        return reward(obs, action, next_obs)
 
 
 def reward(obs, action, next_obs):
