@@ -92,6 +92,10 @@ class LibraryConfig:
     fourier: int = 0
     #: names of the states the Fourier terms are over (None: every state)
     fourier_states: list[str] | None = None
+    #: names of states that enter only as linear terms, never in products or powers: contact and constraint
+    #: forces, which are zero on most steps and jump on the others (``library: auto`` tries the impulsive
+    #: states of the data, :func:`sindyrl.selection.impulsive_states`, both ways). None: none
+    linear_states: list[str] | None = None
 
 
 @dataclass
@@ -401,6 +405,9 @@ def _validate(cfg: Config) -> None:
             positive(lib.fourier, f"{sec}.library.fourier", allow_zero=True)
             if lib.fourier_states is not None and lib.fourier == 0:
                 raise ConfigError(f"{sec}.library.fourier_states: needs {sec}.library.fourier > 0")
+            if lib.linear_states is not None and not isinstance(lib.linear_states, list):
+                raise ConfigError(f"{sec}.library.linear_states: expected a list of state names, "
+                                  f"got {lib.linear_states!r}")
         if isinstance(getattr(cfg, sec).threshold, float):
             positive(getattr(cfg, sec).threshold, f"{sec}.threshold", allow_zero=True)
         positive(getattr(cfg, sec).selection_tolerance, f"{sec}.selection_tolerance", allow_zero=True)

@@ -28,8 +28,10 @@ from .selection import (
     angle_like_states,
     candidate_libraries,
     choice_keys,
+    impulsive_states,
     resolve,
     select_library,
+    window_error,
 )
 from .sparse import SparseModel
 
@@ -346,13 +348,7 @@ class SINDyDynamics:
         scale = np.maximum(buffer.next_obs.std(0), 1e-8)
 
         def rollout_error(model: SparseModel) -> float:
-            # the median window's RMS error: on an unstable or chaotic system a few open-loop windows diverge
-            # for every candidate, and a plain RMS over all windows would rank by those alone
-            traj = rollout(model, x0, acts)[:, 1:]
-            with np.errstate(all="ignore"):
-                per_window = np.sqrt(np.mean(((traj - truth) / scale) ** 2, axis=(1, 2)))
-                err = float(np.median(np.where(np.isfinite(per_window), per_window, np.inf)))
-            return err if np.isfinite(err) else float("inf")
+            return window_error(rollout(model, x0, acts)[:, 1:], truth, scale)
 
         def add_identity(coef: np.ndarray, terms: list) -> np.ndarray:
             if not self.residual:
@@ -365,7 +361,8 @@ class SINDyDynamics:
         names = self.obs_names + self.action_names
         if lib_auto:
             angles = angle_like_states(self.obs_names, buffer.obs, buffer.next_obs, self.unit_pairs)
-            libraries = candidate_libraries(len(self.action_names), [self.obs_names[i] for i in angles])
+            libraries = candidate_libraries(len(self.action_names), [self.obs_names[i] for i in angles],
+                                            impulsive=impulsive_states(self.obs_names, buffer.obs))
         else:
             libraries = [self.library]
         thresholds = None if thr_auto else [1e-3 if self.threshold is None else float(self.threshold)]

@@ -31,9 +31,19 @@ def build_library(cfg: LibraryConfig, n_x: int, n_u: int,
                   state_names: Sequence[str] | None = None) -> ps.feature_library.base.BaseFeatureLibrary:
     """pysindy library over inputs ``[x (n_x), u (n_u)]`` as the config describes.
 
-    ``state_names`` (the names of x's columns) are needed only when ``cfg.fourier_states`` names some.
+    ``state_names`` (the names of x's columns) are needed only when ``cfg.fourier_states`` or
+    ``cfg.linear_states`` names some. A linear-only state is left out of the polynomial (and of the
+    control-affine products) and enters as its own degree-1 term.
     """
-    x_idx = list(range(n_x))
+    names = list(state_names or [])
+    lin_idx: list[int] = []
+    if cfg.linear_states:
+        unknown = [n for n in cfg.linear_states if n not in names]
+        if unknown:
+            raise ValueError(f"library.linear_states: {unknown} not among the states {names}")
+        lin_idx = sorted(names.index(n) for n in cfg.linear_states)
+    # the states in products and powers; the linear-only ones get their own degree-1 library below
+    x_idx = [i for i in range(n_x) if i not in lin_idx]
     u_idx = list(range(n_x, n_x + n_u))
     libs = []
     if cfg.control == "full" or n_u == 0:
@@ -60,10 +70,12 @@ def build_library(cfg: LibraryConfig, n_x: int, n_u: int,
             libs.append(ps.GeneralizedLibrary([lin_u], inputs_per_library=[u_idx]))
         else:
             libs.append(ps.TensoredLibrary([state_part, lin_u], inputs_per_library=[x_idx, u_idx]))
+    if lin_idx:
+        libs.append(ps.GeneralizedLibrary([ps.PolynomialLibrary(degree=1, include_bias=False)],
+                                          inputs_per_library=[lin_idx]))
     if cfg.fourier > 0:
         f_idx = x_idx
         if cfg.fourier_states is not None:
-            names = list(state_names or [])
             unknown = [n for n in cfg.fourier_states if n not in names]
             if unknown or not cfg.fourier_states:
                 raise ValueError(f"library.fourier_states: {unknown or '[]'} not among the states {names}")

@@ -20,6 +20,7 @@ from .selection import (
     angle_like_states,
     candidate_libraries,
     choice_keys,
+    impulsive_states,
     resolve,
     select_library,
 )
@@ -218,7 +219,8 @@ class SINDyReward:
 
         if lib_auto:
             angles = angle_like_states(self.obs_names, buffer.obs, buffer.next_obs, self.unit_pairs)
-            libraries = candidate_libraries(len(self.action_names), [self.obs_names[i] for i in angles])
+            libraries = candidate_libraries(len(self.action_names), [self.obs_names[i] for i in angles],
+                                            impulsive=impulsive_states(self.obs_names, buffer.obs))
         else:
             libraries = [self.library]
         thresholds = None if thr_auto else [1e-3 if self.threshold is None else float(self.threshold)]

@@ -10,8 +10,11 @@ same terms are fitted once.
 Each candidate is ranked by a single STLSQ fit (no ensemble), solved on the
 library's Gram matrix, which is computed once per library and shared by the
 thresholds, and scored on the held-out episodes: a dynamics model by its
-open-loop rollout error (batched over windows of the held-out episodes), a
-reward by its one-step error. The choice is the parsimony rule of
+open-loop rollout error (batched over windows of the held-out episodes, each
+window's error capped: :func:`window_error`), a reward by its one-step error.
+States that sit on one value on most samples and jump on the others (contact
+and constraint forces: :func:`impulsive_states`) are tried both in the
+polynomial and as linear terms only. The choice is the parsimony rule of
 :func:`choose`: the simplest candidate (fewest nonzero terms, then lowest
 degree, then the smaller library) whose error is within ``tolerance``
 (relative, default 15%) of the best, or within 1e-4 (absolute, in units of the
@@ -32,14 +35,17 @@ import numpy as np
 from .config import LibraryConfig
 from .sparse import SparseModel
 
-__all__ = ["Candidate", "Selection", "angle_like_states", "candidate_libraries", "threshold_grid", "choose",
-           "select_library", "library_label", "choice_keys", "resolve", "stlsq_path", "RELATIVE_THRESHOLDS",
-           "ABSOLUTE_TOLERANCE"]
+__all__ = ["Candidate", "Selection", "angle_like_states", "impulsive_states", "candidate_libraries", "threshold_grid", "choose",
+           "select_library", "library_label", "choice_keys", "resolve", "stlsq_path", "window_error",
+           "RELATIVE_THRESHOLDS", "ABSOLUTE_TOLERANCE", "WINDOW_ERROR_CAP"]
 
 #: STLSQ thresholds of the grid, relative to the targets' scale (see :func:`threshold_grid`)
 RELATIVE_THRESHOLDS = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 #: errors closer than this to the best (in units of the targets' std) count as ties
 ABSOLUTE_TOLERANCE = 1e-4
+#: cap on one held-out window's rollout error (RMS in units of each state's std) in :func:`window_error`: a
+#: window predicted this badly is useless, however much worse it gets
+WINDOW_ERROR_CAP = 1.0
 
 _ANGLE_NAME = re.compile(r"^(th|theta|phi|psi|q|angle|yaw|pitch|roll)[_]?\d*$|angle", re.IGNORECASE)
 
@@ -69,6 +75,22 @@ def angle_like_states(names: Sequence[str], X: np.ndarray, X_next: np.ndarray | 
     return out
 
 
+def impulsive_states(names: Sequence[str], X: np.ndarray, share: float = 0.8) -> list[str]:
+    """Names of the states that sit on one exact value (their mode) on at least ``share`` of the samples and
+    leave it on the others: contact and constraint forces (InvertedDoublePendulum's rail force is 0 on 99%
+    of the steps and +-10 at the rail). A polynomial that multiplies such a state by the others turns each
+    jump into a large, spurious term; candidates with these states entering linearly only are tried too."""
+    out = []
+    for i, n in enumerate(names):
+        col = np.asarray(X[:, i])
+        if len(col) < 10:
+            continue
+        _, counts = np.unique(col, return_counts=True)
+        if len(counts) > 1 and counts.max() >= share * len(col):
+            out.append(str(n))
+    return out
+
+
 def library_label(lib: LibraryConfig, state_names: Sequence[str] = ()) -> str:
     """Short readable name of a library: ``poly3 full``, ``poly2 affine(1) + fourier1[th0]``."""
     s = f"poly{lib.degree} " + ("full" if lib.control == "full" else f"affine({lib.control_degree})")
@@ -77,18 +99,23 @@ def library_label(lib: LibraryConfig, state_names: Sequence[str] = ()) -> str:
     if lib.fourier:
         on = lib.fourier_states if lib.fourier_states is not None else list(state_names) or ["all"]
         s += f" + fourier{lib.fourier}[{','.join(on)}]"
+    if lib.linear_states:
+        s += f" + linear[{','.join(lib.linear_states)}]"
     return s
 
 
-def candidate_libraries(n_u: int, angle_names: Sequence[str] = (), degrees: Sequence[int] = (1, 2, 3)
-                        ) -> list[LibraryConfig]:
-    """The candidate libraries: degree x control (full, affine) x (no Fourier, Fourier over the angles)."""
+def candidate_libraries(n_u: int, angle_names: Sequence[str] = (), degrees: Sequence[int] = (1, 2, 3),
+                        impulsive: Sequence[str] = ()) -> list[LibraryConfig]:
+    """The candidate libraries: degree x control (full, affine) x (no Fourier, Fourier over the angles)
+    x (the ``impulsive`` states in the polynomial, or entering linearly only)."""
     out = []
     for d in degrees:
         for control in ("full", "affine") if n_u else ("full",):
             for fourier in (0, 1) if angle_names else (0,):
-                out.append(LibraryConfig(degree=d, control=control, control_degree=d - 1, fourier=fourier,
-                                         fourier_states=list(angle_names) if fourier else None))
+                for linear in ([None, list(impulsive)] if impulsive else [None]):
+                    out.append(LibraryConfig(degree=d, control=control, control_degree=d - 1, fourier=fourier,
+                                             fourier_states=list(angle_names) if fourier else None,
+                                             linear_states=linear))
     return out
 
 
@@ -198,6 +225,23 @@ def choose(candidates: Sequence[Candidate], tolerance: float) -> tuple[int, int]
     chosen = min(ok, key=lambda i: (candidates[i].nnz, candidates[i].library.degree, candidates[i].n_terms,
                                     -candidates[i].threshold, i))
     return chosen, best
+
+
+def window_error(traj: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> float:
+    """Held-out rollout error of a candidate: the mean over windows (B, T, n) of each window's RMS error in
+    units of ``scale``, capped at ``WINDOW_ERROR_CAP`` (inf only when every window diverges).
+
+    On an unstable or chaotic system a few open-loop windows diverge for every candidate, and a plain RMS
+    would rank by those alone; the cap makes them count alike. A median would not see a candidate that
+    diverges on a third of the windows (InvertedDoublePendulum: chosen by its median, a model blew up on
+    the held-out episodes at 1e59).
+    """
+    with np.errstate(all="ignore"):
+        per_window = np.sqrt(np.mean(((traj - truth) / scale) ** 2, axis=tuple(range(1, traj.ndim))))
+    finite = np.isfinite(per_window)
+    if not finite.any():
+        return float("inf")
+    return float(np.mean(np.where(finite, np.minimum(per_window, WINDOW_ERROR_CAP), WINDOW_ERROR_CAP)))
 
 
 def ridge_on(G: np.ndarray, b: np.ndarray, active: np.ndarray, alpha: float) -> np.ndarray:

@@ -12,8 +12,17 @@ from sindyrl.data import TransitionBuffer, collect
 from sindyrl.dyna import fit_models
 from sindyrl.dynamics import SINDyDynamics, prediction_errors
 from sindyrl.envs import env_spec
+from sindyrl.regression import build_library
 from sindyrl.reward import SINDyReward
-from sindyrl.selection import Candidate, angle_like_states, choose
+from sindyrl.selection import (
+    WINDOW_ERROR_CAP,
+    Candidate,
+    angle_like_states,
+    choose,
+    impulsive_states,
+    library_label,
+    window_error,
+)
 from sindyrl.sparse import SparseModel
 
 
@@ -180,6 +189,38 @@ def test_fit_models_reports_the_choice_in_its_scores(seed):
     assert scores["dynamics_library"] == "poly1 full" and isinstance(scores["dynamics_threshold"], float)
     assert scores["dynamics_selection"].startswith("dynamics selection:")
     assert scores["dynamics_selection_candidates"] == len(dyn.selection_.candidates)
+
+
+def test_a_candidate_that_diverges_on_some_windows_ranks_behind_a_steady_one():
+    truth = np.zeros((9, 5, 2))
+    sharp = truth.copy()  # exact on six windows, blows up on three
+    sharp[6:] = np.inf
+    sharp[5] = 1e30
+    steady = truth + 0.05  # 0.05 std off everywhere
+    scale = np.ones(2)
+    assert window_error(steady, truth, scale) == pytest.approx(0.05)
+    assert window_error(sharp, truth, scale) == pytest.approx(4 / 9 * WINDOW_ERROR_CAP)
+    assert window_error(steady, truth, scale) < window_error(sharp, truth, scale)
+    assert np.median(np.sqrt(np.mean((sharp - truth) ** 2, axis=(1, 2)))) == 0  # what a median would say
+    assert window_error(np.full_like(truth, np.nan), truth, scale) == float("inf")
+
+
+def test_linear_states_library_and_its_label():
+    lib = LibraryConfig(degree=2, control="affine", control_degree=1, linear_states=["f"])
+    pl = build_library(lib, 3, 1, ["x", "v", "f"])
+    pl.fit([np.random.default_rng(0).normal(size=(20, 4))])
+    names = pl.get_feature_names(["x", "v", "f", "u"])
+    assert "f" in names and not any("f" in n and n != "f" for n in names), names
+    assert "x v" in names and "x u" in names
+    assert library_label(lib) == "poly2 affine(1) + linear[f]"
+    with pytest.raises(ValueError, match=r"linear_states: \['g'\] not among the states"):
+        build_library(LibraryConfig(linear_states=["g"]), 3, 1, ["x", "v", "f"])
+    X = np.zeros((100, 3))
+    X[:, 0] = np.linspace(-1, 1, 100)
+    X[::20, 2] = 10.0  # 5 of 100 off zero
+    X[:, 1] = np.round(X[:, 0], 0)  # three values, none on 80% of the samples
+    assert impulsive_states(["x", "v", "f"], X) == ["f"]
+    assert impulsive_states(["x"], np.zeros((100, 1))) == []  # constant: nothing to keep out
 
 
 def test_angle_like_states_by_name_and_by_wrapping():
