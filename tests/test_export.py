@@ -24,6 +24,7 @@ from export import (
     sample_states,
     sparse_model_to_onnx,
 )
+from export.onnxfile import model_from_proto
 from sindyrl.sparse import SparseModel
 
 ALGOS = {"PPO": PPO, "SAC": SAC, "TD3": TD3, "DDPG": DDPG}
@@ -371,13 +372,31 @@ def test_sparse_edge_cases(tmp_path):
         sparse_model_to_onnx(nob, dtype="float16")
 
 
+def test_parity_of_large_outputs_is_relative_to_their_size():
+    """A dynamics model sampled at the corners of its data box can give thousands: its float32 outputs are
+    then off by their rounding alone (InvertedDoublePendulum's cubic model: 8,436, off by 4.8e-4)."""
+    model = _random_model(5, unit_pairs=[])
+    big = model.with_coef(model.coef * 1e4, output_bounds=None)
+    proto = sparse_model_to_onnx(big)
+    X = sample_states(*big.input_bounds, n=2000, seed=0)
+    ref = big.evaluate(X)
+    got = np.asarray(model_from_proto(proto)(X), dtype=np.float64)
+    assert np.abs(ref).max() > 1e3 and np.abs(got - ref).max() > 1e-5  # absolute: float32 rounding
+    np.testing.assert_array_equal(got, ref.astype(np.float32))  # the graph computes in float64
+    assert check_parity(proto, big, n=2000) <= 1e-7
+    # a real error of the same relative size is still caught
+    assert check_parity(proto, lambda Z: big.evaluate(Z) * (1 + 1e-4), *big.input_bounds, n=2000) > 5e-5
+
+
 def test_check_parity_detects_differences():
     model = _random_model(3)
     proto = sparse_model_to_onnx(model)
     assert check_parity(proto, model, n=500) <= 1e-5
     off = check_parity(proto, lambda X: model.evaluate(X) + 0.25, low=model.input_bounds[0],
                        high=model.input_bounds[1], n=500)
-    assert off == pytest.approx(0.25, abs=1e-5)
+    X = sample_states(*model.input_bounds, n=500, seed=0)
+    assert off == pytest.approx(np.max(0.25 / np.maximum(1.0, np.abs(model.evaluate(X) + 0.25))), rel=1e-3)
+    assert off > 1e-2
     assert check_parity(proto, lambda X: np.full((len(X), 3), np.nan), *model.input_bounds, n=10) == np.inf
     with pytest.raises(ValueError, match="no box"):
         check_parity(proto, lambda X: X)
