@@ -141,7 +141,9 @@ def run_system(name: str, runs_dir: str, seed: int, quick: bool) -> dict:
         "skipped": s.get("skipped") or {}, "dynamics_library": s.get("dynamics_library"),
         # the stages' own wall times (manifest.json), so that a reused run still reports what it took
         "pipeline_seconds": float(sum(timings.values())) if timings else wall,
-        "train_seconds": timings.get("train"), "distill_seconds": timings.get("distill"),
+        # the Dyna loop's own time, summed over resumes (the manifest has the last attempt's: a resumed run
+        # whose training had finished took seconds)
+        "train_seconds": s.get("train_wall_seconds") or timings.get("train"), "distill_seconds": timings.get("distill"),
         "stages_ran": [k for k in ("train", "distill", "export", "control", "hil", "report")
                        if k not in (s.get("skipped") or {})],
     }
