@@ -227,19 +227,20 @@ def markdown(rows: list[dict], command: str) -> str:
         "episodes on the same reset seeds for every controller. SAC is trained on the real env for as many real "
         "steps as sindyrl's training collected (evaluation steps are not counted for either). *How far* = "
         "(return − random) / (SAC − random).", "",
-        "| system | stages ran / skipped | real steps (train) | neural (how far) | sparse (how far, nnz) | MPC | "
-        "SAC | zero action | random | minutes (train / distill) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| system | stages ran / skipped | real steps (train) | neural (how far) | sparse (how far, nnz) | LQR | "
+        "MPC | SAC | zero action | random | minutes (train / distill) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['system']} | **failed**: {r['error']} | | | | | | | | |")
+            lines.append(f"| {r['system']} | **failed**: {r['error']} | | | | | | | | | |")
             continue
         skipped = "; ".join(f"{k}: {v}" for k, v in r["skipped"].items() if k != "robust") or "none"
         lines.append(
             f"| {r['system']} ({r['env_id']}) | {', '.join(r['stages_ran'])} / {skipped} | {r['real_steps_train']:,} | "
             f"{_fmt(r['neural'])} ({_fmt(r['neural_how_far'], '{:.0%}')}) | "
-            f"{_fmt(r['sparse'])} ({_fmt(r['sparse_how_far'], '{:.0%}')}, {r['sparse_nnz']}) | {_fmt(r['mpc'])} | "
+            f"{_fmt(r['sparse'])} ({_fmt(r['sparse_how_far'], '{:.0%}')}, {r['sparse_nnz']}) | {_fmt(r.get('lqr'))} | "
+            f"{_fmt(r['mpc'])} | "
             f"{_fmt(r['sac'])} | {_fmt(r['zero'])} | {_fmt(r['random'])} | "
             f"{_minutes(r.get('train_seconds'))} / {_minutes(r.get('distill_seconds'))} |")
     systems = [r for r in rows if r["system"] not in BUDGET_VARIANTS]
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
             r = f.result()
             rows[r["system"]] = r
             print(f"[{len(rows)}/{len(names)}] {r['system']}: " + (r["error"] if "error" in r else
-                  f"neural {_fmt(r['neural'])}, sparse {_fmt(r['sparse'])}, MPC {_fmt(r['mpc'])}, SAC "
+                  f"neural {_fmt(r['neural'])}, sparse {_fmt(r['sparse'])}, LQR {_fmt(r.get('lqr'))}, MPC {_fmt(r['mpc'])}, SAC "
                   f"{_fmt(r['sac'])}, random {_fmt(r['random'])}, skipped {list(r['skipped'])}"), flush=True)
     ordered = [rows[n] for n in names]
     command = "python benchmarks/generality.py" + (f" --systems {args.systems}" if args.systems != ",".join(SYSTEMS)
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
 
         write_section("generality", md, docs=args.docs)
         figures = {r["system"]: {k: r[k] for k in ("real_steps_train", "neural", "neural_how_far", "sparse",
-                                                   "sparse_how_far", "sparse_nnz", "mpc", "sac", "zero", "random",
+                                                   "sparse_how_far", "sparse_nnz", "lqr", "mpc", "sac", "zero", "random",
                                                    "pipeline_seconds", "train_seconds", "distill_seconds")} for r in ordered}
         write_results("generality", figures, command, docs=args.docs)
     return 1 if failed else 0

@@ -359,18 +359,30 @@ class MPC:
         return np.clip(u, self.action_bounds[0], self.action_bounds[1])
 
     def rollout_guess(self, x: np.ndarray, U: np.ndarray | None = None) -> np.ndarray:
-        """A decision vector from simulating the model from ``x`` under ``U`` (default zero, clipped)."""
+        """A decision vector from simulating the model from ``x`` under ``U`` (default zero, clipped).
+
+        The simulated states are held inside the model's data box (its ``input_bounds``, when it has them):
+        an unstable system left open-loop (InvertedDoublePendulum under zero force) carries a cubic model
+        far outside its data within the horizon, to values whose constraint residuals are inf - inf = NaN,
+        and ipopt stops at its first iterate ("Invalid_Number_Detected"). It is only the starting guess:
+        multiple shooting does not need it to be feasible.
+        """
         N = self.horizon
         if U is None:
             U = np.tile(self.clip_action(np.zeros(self.n_u)), (N, 1))
+        box = self.model.input_bounds
+        lo, hi = (None, None) if box is None else (np.asarray(box[0])[: self.n_x], np.asarray(box[1])[: self.n_x])
         w = np.zeros(self._n_w)
         xk = x.copy()
         for k in range(N):
             w[self._ix[k]] = xk
             w[self._iu[k]] = U[k]
-            xk = np.asarray(self.f(xk, U[k])).reshape(-1)
+            with np.errstate(all="ignore"):
+                xk = np.asarray(self.f(xk, U[k]), dtype=np.float64).reshape(-1)
             if not np.all(np.isfinite(xk)):
                 xk = w[self._ix[k]]
+            elif lo is not None:
+                xk = np.clip(xk, lo, hi)
         w[self._ix[N]] = xk
         return w
 

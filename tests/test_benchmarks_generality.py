@@ -29,6 +29,7 @@ def test_quick_run_of_a_new_system_runs_or_skips_every_stage_and_reports_it(tmp_
         {k: r[k] for k in ("neural", "sac", "pipeline_seconds")}
     md = gen.markdown([r, {"system": "broken", "error": "ValueError: x"}], "cmd")
     assert "| double_well_known (double_well:DoubleWell) |" in md and "**failed**: ValueError: x" in md
+    assert "| LQR | MPC |" in md.splitlines()[4]
     json.dumps(r)
 
 

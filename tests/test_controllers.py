@@ -545,6 +545,25 @@ def test_no_steady_state_skips_with_the_reason(toy_dir, seed):
         stage(run, n_episodes=1, compare=False, echo=lambda *a: None)
 
 
+def test_mpc_starts_from_a_guess_inside_the_model_data_box():
+    """An unstable cubic model left open-loop overflows within the horizon: the first guess must stay inside
+    the model's data box, or ipopt stops at its first iterate on NaN residuals (InvertedDoublePendulum)."""
+    model = SparseModel(["x", "u"], ["x"], [((0, "pow", 1),), ((0, "pow", 3),), ((1, "pow", 1),)],
+                        [[1.5, 0.5, 1.0]], input_bounds=([-2.0, -1.0], [2.0, 1.0]), name="dynamics")
+    cost = QuadraticCost([0.0], Q=[1.0], R=0.01)
+    mpc = MPC(model, cost, horizon=30, action_bounds=([-1.0], [1.0]))
+    guess = mpc.rollout_guess(np.array([0.3]))
+    xs = guess[np.concatenate([mpc._ix[k] for k in range(31)])]
+    assert np.all(np.isfinite(xs)) and xs.max() == 2.0  # open-loop it leaves the box: held at its edge
+    with np.errstate(over="ignore", invalid="ignore"):
+        free = [np.float64(0.3)]
+        for _ in range(30):
+            free.append(1.5 * free[-1] + 0.5 * free[-1] ** 3)
+    assert not np.isfinite(free[-1])  # what the unclipped guess would have been
+    stats = mpc.solve([0.3])
+    assert stats.success and abs(stats.plan_x[-1, 0]) < 1e-2, stats.status
+
+
 def test_mpc_soft_box_keeps_the_predicted_states_inside():
     # LinearEnv's dynamics; a reward that pulls x0 to 0.6, a box that stops it at 0.3
     A, B = np.array([[1.0, 0.1], [-0.2, 0.95]]), np.array([0.0, 0.1])
