@@ -454,6 +454,33 @@ def low_data_aggregate(trials: list[dict], st: dict) -> dict:
     return out
 
 
+def first_budget(per_b: dict, threshold: float) -> int | None:
+    """The smallest budget whose mean return over seeds reaches ``threshold`` (None: none of those run)."""
+    ok = [int(b) for b, c in per_b.items() if c["mean"] >= threshold]
+    return min(ok) if ok else None
+
+
+def models_compared(agg: dict, threshold: float) -> str:
+    """E-SINDy against Dyna-NN on the same data schedule: the real steps each needs to reach ``threshold``
+    (mean over seeds), and their ratio; '' unless both were run."""
+    sindy, nn = agg["methods"].get("sindy"), agg["methods"].get("nn")
+    if not sindy or not nn:
+        return ""
+    bs, bn = first_budget(sindy, threshold), first_budget(nn, threshold)
+    top_n = max(int(b) for b in nn)
+
+    def say(b, per_b):
+        return f"{b:,}" if b is not None else f"not within {max(int(k) for k in per_b):,}"
+
+    text = (f"Real steps to a mean return of {threshold:g}: E-SINDy Dyna {say(bs, sindy)}, Dyna-NN on the same "
+            f"schedule {say(bn, nn)}")
+    if bs is not None and bn is not None:
+        text += f": E-SINDy needs {bs / bn:.2g}× the steps Dyna-NN needs"
+    elif bs is not None:
+        text += f": E-SINDy needs < {bs / top_n:.2g}× the steps Dyna-NN needs (a lower bound on Dyna-NN)"
+    return text + "."
+
+
 def low_data_table(task: str, agg: dict, st: dict) -> str:
     ld = st["low_data"]
     bs = agg["budgets"]
@@ -484,6 +511,9 @@ def low_data_table(task: str, agg: dict, st: dict) -> str:
                       f"on every seed (per seed: {', '.join(f'{r:.0f}' for r in c['returns'])})")
     if tg:
         lines += ["", "Targets (E-SINDy Dyna, every seed): " + "; ".join(tg) + "."]
+    cmp = models_compared(agg, st["threshold"])
+    if cmp:
+        lines += ["", cmp]
     missing = [LOW_METHODS[m] for m in LOW_METHODS if m not in agg["methods"]]
     if missing:
         lines += ["", "Not measured in this run: " + ", ".join(missing) + " (— : a budget not run)."]

@@ -164,3 +164,19 @@ def test_a_deadline_earlier_in_the_day_is_tomorrows():
     at = dt.datetime.fromisoformat(se._absolute_deadline(earlier))
     assert dt.timedelta(hours=23) < at - now < dt.timedelta(hours=24) and not se._past_deadline(earlier)
     assert se._past_deadline((now - dt.timedelta(minutes=1)).isoformat())
+
+
+def test_e_sindy_against_dyna_nn_in_real_steps_to_the_threshold():
+    se = _load()
+
+    def cells(**means):
+        return {b: {"mean": m} for b, m in means.items()}
+
+    agg = {"methods": {"sindy": cells(**{"250": -400.0, "500": -180.0, "1000": -150.0}),
+                       "nn": cells(**{"500": -700.0, "1000": -300.0, "2000": -190.0})}}
+    text = se.models_compared(agg, -200.0)
+    assert "E-SINDy Dyna 500, Dyna-NN on the same schedule 2,000: E-SINDy needs 0.25× the steps" in text
+    agg["methods"]["nn"]["2000"]["mean"] = -250.0
+    text = se.models_compared(agg, -200.0)
+    assert "Dyna-NN on the same schedule not within 2,000" in text and "< 0.25×" in text
+    assert se.models_compared({"methods": {"sindy": agg["methods"]["sindy"]}}, -200.0) == ""
