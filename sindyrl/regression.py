@@ -33,7 +33,7 @@ def build_library(cfg: LibraryConfig, n_x: int, n_u: int,
 
     ``state_names`` (the names of x's columns) are needed only when ``cfg.fourier_states`` or
     ``cfg.linear_states`` names some. A linear-only state is left out of the polynomial (and of the
-    control-affine products) and enters as its own degree-1 term.
+    control-affine products and the Fourier terms) and enters as its own degree-1 term.
     """
     names = list(state_names or [])
     lin_idx: list[int] = []

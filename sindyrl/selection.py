@@ -35,8 +35,8 @@ import numpy as np
 from .config import LibraryConfig
 from .sparse import SparseModel
 
-__all__ = ["Candidate", "Selection", "angle_like_states", "impulsive_states", "candidate_libraries", "threshold_grid", "choose",
-           "select_library", "library_label", "choice_keys", "resolve", "stlsq_path", "window_error",
+__all__ = ["Candidate", "Selection", "angle_like_states", "impulsive_states", "candidate_libraries",
+           "threshold_grid", "choose", "select_library", "library_label", "choice_keys", "resolve", "stlsq_path", "window_error",
            "RELATIVE_THRESHOLDS", "ABSOLUTE_TOLERANCE", "WINDOW_ERROR_CAP"]
 
 #: STLSQ thresholds of the grid, relative to the targets' scale (see :func:`threshold_grid`)
