@@ -467,13 +467,13 @@ def models_compared(agg: dict, threshold: float) -> str:
     if not sindy or not nn:
         return ""
     bs, bn = first_budget(sindy, threshold), first_budget(nn, threshold)
-    top_n = max(int(b) for b in nn)
+    top_s, top_n = max(int(b) for b in sindy), max(int(b) for b in nn)
 
-    def say(b, per_b):
-        return f"{b:,}" if b is not None else f"not within {max(int(k) for k in per_b):,}"
+    def say(b, top):
+        return f"{b:,}" if b is not None else f"not within {top:,}"
 
-    text = (f"Real steps to a mean return of {threshold:g}: E-SINDy Dyna {say(bs, sindy)}, Dyna-NN on the same "
-            f"schedule {say(bn, nn)}")
+    text = (f"Real steps to a mean return of {threshold:g}: E-SINDy Dyna {say(bs, top_s)}, Dyna-NN on the same "
+            f"schedule {say(bn, top_n)}")
     if bs is not None and bn is not None:
         text += f": E-SINDy needs {bs / bn:.2g}× the steps Dyna-NN needs"
     elif bs is not None:

@@ -36,8 +36,8 @@ from .config import LibraryConfig
 from .sparse import SparseModel
 
 __all__ = ["Candidate", "Selection", "angle_like_states", "impulsive_states", "candidate_libraries",
-           "threshold_grid", "choose", "select_library", "library_label", "choice_keys", "resolve", "stlsq_path", "window_error",
-           "RELATIVE_THRESHOLDS", "ABSOLUTE_TOLERANCE", "WINDOW_ERROR_CAP"]
+           "threshold_grid", "choose", "select_library", "library_label", "choice_keys", "resolve", "stlsq_path",
+           "window_error", "RELATIVE_THRESHOLDS", "ABSOLUTE_TOLERANCE", "WINDOW_ERROR_CAP"]
 
 #: STLSQ thresholds of the grid, relative to the targets' scale (see :func:`threshold_grid`)
 RELATIVE_THRESHOLDS = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)

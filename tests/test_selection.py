@@ -223,6 +223,25 @@ def test_linear_states_library_and_its_label():
     assert impulsive_states(["x"], np.zeros((100, 1))) == []  # constant: nothing to keep out
 
 
+def test_auto_tries_an_impulsive_state_in_the_products_and_linearly(seed):
+    """Duffing with an observed kick force f (0 on most steps): every library is tried both ways."""
+    rng = np.random.default_rng(seed + 1000)
+
+    def step(s, u):
+        nxt = _duffing(s[:2], u)
+        nxt[1] += 0.005 * s[2]
+        return np.array([nxt[0], nxt[1], 10.0 * rng.choice([-1, 1]) if rng.random() < 0.05 else 0.0])
+
+    dyn = _auto(["x", "v", "f"], _simulate(step, 3, seed, n_episodes=12, T=80), seed)
+    labels = {c.label for c in dyn.selection_.candidates}
+    for d in (2, 3):  # at degree 1 the two are the same terms, tried once
+        assert f"poly{d} full" in labels and f"poly{d} full + linear[f]" in labels, labels
+    assert "poly1 full + linear[f]" not in labels
+    # the linear-only variants are smaller: f's products and powers are gone from them
+    size = {c.label: c.n_terms for c in dyn.selection_.candidates}
+    assert (size["poly3 full"], size["poly3 full + linear[f]"]) == (35, 21)  # C(7,3) against C(6,3) + 1
+
+
 def test_angle_like_states_by_name_and_by_wrapping():
     rng = np.random.default_rng(0)
     X = rng.uniform(-3, 3, (200, 5))
